@@ -1,0 +1,428 @@
+package tensor
+
+/*
+#cgo CFLAGS: -O3
+#cgo LDFLAGS: -lopenblas -lm
+#include <cblas.h>
+#include "kernels.h"
+void openblas_set_num_threads(int);
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+	"unsafe"
+)
+
+// CPU is the host device: GEMM in OpenBLAS, the other kernels in vectorised C split over Threads goroutines.
+type CPU struct {
+	threads int
+	scratch sync.Pool
+}
+
+// NewCPU returns the CPU device using threads cores (0: GOMAXPROCS) for OpenBLAS and for its own kernels.
+func NewCPU(threads int) *CPU {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	C.openblas_set_num_threads(C.int(threads))
+	return &CPU{threads: threads}
+}
+
+// Threads is the number of cores the device uses.
+func (d *CPU) Threads() int { return d.threads }
+
+func (d *CPU) Name() string { return fmt.Sprintf("cpu(%d threads, OpenBLAS)", d.threads) }
+
+func (d *CPU) New(shape ...int) *Tensor {
+	n := Numel(shape...)
+	return &Tensor{Shape: append([]int(nil), shape...), Data: make([]float32, n), Dev: d, n: n}
+}
+
+func (d *CPU) Upload(dst *Tensor, src []float32) {
+	if len(src) != dst.n {
+		panic(fmt.Sprintf("tensor: upload %d values into %v", len(src), dst.Shape))
+	}
+	copy(dst.Data, src)
+}
+
+func (d *CPU) Download(dst []float32, src *Tensor) {
+	if len(dst) != src.n {
+		panic(fmt.Sprintf("tensor: download %v into %d values", src.Shape, len(dst)))
+	}
+	copy(dst, src.Data)
+}
+
+func (d *CPU) Sync() {}
+
+func ptr(t *Tensor) *C.float {
+	if t == nil || len(t.Data) == 0 {
+		return nil
+	}
+	return (*C.float)(unsafe.Pointer(&t.Data[0]))
+}
+
+// par splits [0, n) into at most Threads chunks of at least grain items and runs f on each, in parallel.
+func (d *CPU) par(n, grain int, f func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	chunks := d.threads
+	if grain < 1 {
+		grain = 1
+	}
+	if c := n / grain; c < chunks {
+		chunks = c
+	}
+	if chunks <= 1 {
+		f(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	step := (n + chunks - 1) / chunks
+	for lo := step; lo < n; lo += step {
+		hi := min(lo+step, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(lo, hi)
+		}()
+	}
+	f(0, min(step, n))
+	wg.Wait()
+}
+
+// parSum is par for kernels that return a partial sum.
+func (d *CPU) parSum(n, grain int, f func(lo, hi int) float64) float64 {
+	var mu sync.Mutex
+	total := 0.0
+	d.par(n, grain, func(lo, hi int) {
+		s := f(lo, hi)
+		mu.Lock()
+		total += s
+		mu.Unlock()
+	})
+	return total
+}
+
+const elemGrain = 1 << 15
+
+func (d *CPU) Gemm(g GemmArgs) {
+	lda, ldb, ldc := g.LDA, g.LDB, g.LDC
+	if lda == 0 {
+		lda = g.K
+		if g.TransA {
+			lda = g.M
+		}
+	}
+	if ldb == 0 {
+		ldb = g.N
+		if g.TransB {
+			ldb = g.K
+		}
+	}
+	if ldc == 0 {
+		ldc = g.N
+	}
+	ta, tb := C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans), C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans)
+	if g.TransA {
+		ta = C.CblasTrans
+	}
+	if g.TransB {
+		tb = C.CblasTrans
+	}
+	batch := max(g.Batch, 1)
+	pa, pb, pc := ptr(g.A), ptr(g.B), ptr(g.C)
+	for i := 0; i < batch; i++ {
+		a := (*C.float)(unsafe.Add(unsafe.Pointer(pa), 4*i*g.StrideA))
+		b := (*C.float)(unsafe.Add(unsafe.Pointer(pb), 4*i*g.StrideB))
+		c := (*C.float)(unsafe.Add(unsafe.Pointer(pc), 4*i*g.StrideC))
+		C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(g.M), C.blasint(g.N), C.blasint(g.K), C.float(g.Alpha),
+			a, C.blasint(lda), b, C.blasint(ldb), C.float(g.Beta), c, C.blasint(ldc))
+	}
+}
+
+func (d *CPU) Zero(t *Tensor) { clear(t.Data) }
+
+func (d *CPU) Fill(t *Tensor, v float32) {
+	for i := range t.Data {
+		t.Data[i] = v
+	}
+}
+
+func (d *CPU) Copy(dst, src *Tensor) {
+	if dst.n != src.n {
+		panic(fmt.Sprintf("tensor: copy %v into %v", src.Shape, dst.Shape))
+	}
+	copy(dst.Data, src.Data)
+}
+
+func (d *CPU) CopyBlocks(dst *Tensor, dstOff, dstStride int, src *Tensor, srcOff, srcStride, blockLen, n int, acc bool) {
+	if n == 0 || blockLen == 0 {
+		return
+	}
+	if dstOff+(n-1)*dstStride+blockLen > dst.n || srcOff+(n-1)*srcStride+blockLen > src.n {
+		panic("tensor: CopyBlocks out of range")
+	}
+	a := C.int(0)
+	if acc {
+		a = 1
+	}
+	pd, ps := &dst.Data[dstOff], &src.Data[srcOff]
+	d.par(n, max(1, elemGrain/blockLen), func(lo, hi int) {
+		C.k_copy_blocks((*C.float)(pd), C.long(dstStride), (*C.float)(ps), C.long(srcStride), C.long(blockLen), a,
+			C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Axpby(a float32, x *Tensor, b float32, y *Tensor) {
+	px, py := ptr(x), ptr(y)
+	d.par(y.n, elemGrain, func(lo, hi int) { C.k_axpby(C.float(a), px, C.float(b), py, C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) Lincomb(dst *Tensor, a float32, x *Tensor, b float32, y *Tensor) {
+	pd, px, py := ptr(dst), ptr(x), ptr(y)
+	d.par(dst.n, elemGrain, func(lo, hi int) {
+		C.k_lincomb(pd, C.float(a), px, C.float(b), py, C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Mul(dst, x, y *Tensor) {
+	pd, px, py := ptr(dst), ptr(x), ptr(y)
+	d.par(dst.n, elemGrain, func(lo, hi int) { C.k_mul(pd, px, py, C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) Scale(t *Tensor, a float32) {
+	p := ptr(t)
+	d.par(t.n, elemGrain, func(lo, hi int) { C.k_scale(p, C.float(a), C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) Clamp(t *Tensor, lo, hi float32) {
+	p := ptr(t)
+	d.par(t.n, elemGrain, func(a, b int) { C.k_clamp(p, C.float(lo), C.float(hi), C.long(a), C.long(b)) })
+}
+
+func (d *CPU) SumSquares(t *Tensor) float64 {
+	p := ptr(t)
+	return d.parSum(t.n, elemGrain, func(lo, hi int) float64 { return float64(C.k_sumsq(p, C.long(lo), C.long(hi))) })
+}
+
+func (d *CPU) SiLU(dst, x *Tensor) {
+	pd, px := ptr(dst), ptr(x)
+	d.par(x.n, elemGrain/4, func(lo, hi int) { C.k_silu(pd, px, C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) SiLUBackward(dx, x, dy *Tensor) {
+	pd, px, py := ptr(dx), ptr(x), ptr(dy)
+	d.par(x.n, elemGrain/4, func(lo, hi int) { C.k_silu_bwd(pd, px, py, C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) AddChannelBias(y, bias *Tensor, n, c, hw int) {
+	py, pb := ptr(y), ptr(bias)
+	d.par(n*c, max(1, elemGrain/hw), func(lo, hi int) {
+		C.k_add_bias(py, pb, C.long(c), C.long(hw), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) ChannelSumAcc(db, dy *Tensor, n, c, hw int) {
+	pb, py := ptr(db), ptr(dy)
+	d.par(c, max(1, elemGrain/(n*hw)), func(lo, hi int) {
+		C.k_chan_sum(pb, py, C.long(n), C.long(c), C.long(hw), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Im2Col(col, x *Tensor, n, c, h, w, k, pad int) {
+	pc, px := ptr(col), ptr(x)
+	d.par(c*k*k, max(1, elemGrain/(n*h*w)), func(lo, hi int) {
+		C.k_im2col(pc, px, C.long(n), C.long(c), C.long(h), C.long(w), C.long(k), C.long(pad), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Col2ImAcc(dx, col *Tensor, n, c, h, w, k, pad int) {
+	pd, pc := ptr(dx), ptr(col)
+	d.par(c, max(1, elemGrain/(n*h*w*k*k)), func(lo, hi int) {
+		C.k_col2im(pd, pc, C.long(n), C.long(c), C.long(h), C.long(w), C.long(k), C.long(pad), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) NCHWToCNHW(dst, x *Tensor, n, c, hw int) {
+	pd, px := ptr(dst), ptr(x)
+	d.par(c, max(1, elemGrain/(n*hw)), func(lo, hi int) {
+		C.k_nchw_cnhw(pd, px, C.long(n), C.long(c), C.long(hw), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) CNHWToNCHW(dst, x, bias *Tensor, n, c, hw int) {
+	pd, px, pb := ptr(dst), ptr(x), ptr(bias)
+	d.par(c, max(1, elemGrain/(n*hw)), func(lo, hi int) {
+		C.k_cnhw_nchw(pd, px, pb, C.long(n), C.long(c), C.long(hw), C.long(lo), C.long(hi))
+	})
+}
+
+func silu(m GNMod) C.int {
+	if m.SiLU {
+		return 1
+	}
+	return 0
+}
+
+func (d *CPU) GroupNorm(y, x, gamma, beta, mean, rstd *Tensor, n, c, hw, g int, eps float32, mod GNMod) {
+	py, px, pg, pb, pm, pr := ptr(y), ptr(x), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd)
+	ps, psh, pz := ptr(mod.Scale), ptr(mod.Shift), ptr(mod.ZScale)
+	d.par(n*g, max(1, elemGrain/(c/g*hw)), func(lo, hi int) {
+		C.k_gn_fwd(py, px, pg, pb, pm, pr, ps, psh, pz, silu(mod), C.long(c), C.long(hw), C.long(g), C.float(eps),
+			C.long(lo), C.long(hi))
+	})
+}
+
+// scratch returns a host buffer of n floats from a pool; put it back with release.
+func (d *CPU) scratchBuf(n int) *[]float32 {
+	if v, ok := d.scratch.Get().(*[]float32); ok && cap(*v) >= n {
+		*v = (*v)[:n]
+		return v
+	}
+	b := make([]float32, n)
+	return &b
+}
+
+func (d *CPU) GroupNormBackward(gr GNGrads, dy, x, gamma, beta, mean, rstd *Tensor, n, c, hw, g int, mod GNMod) {
+	bufp := d.scratchBuf(2 * n * c)
+	defer d.scratch.Put(bufp)
+	buf := *bufp
+	dgp, dbp := buf[:n*c], buf[n*c:]
+	pdx, pdy, px, pg, pb, pm, pr := ptr(gr.DX), ptr(dy), ptr(x), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd)
+	ps, psh, pz := ptr(mod.Scale), ptr(mod.Shift), ptr(mod.ZScale)
+	pds, pdsh, pdz := ptr(gr.DScale), ptr(gr.DShift), ptr(gr.DZScale)
+	pgp, pbp := (*C.float)(unsafe.Pointer(&dgp[0])), (*C.float)(unsafe.Pointer(&dbp[0]))
+	d.par(n*g, max(1, elemGrain/(c/g*hw)), func(lo, hi int) {
+		C.k_gn_bwd(pdx, pgp, pbp, pds, pdsh, pdz, pdy, px, pg, pb, pm, pr, ps, psh, pz, silu(mod), C.long(c),
+			C.long(hw), C.long(g), C.long(lo), C.long(hi))
+	})
+	if gr.DGamma != nil {
+		for b := 0; b < n; b++ {
+			for ch := 0; ch < c; ch++ {
+				gr.DGamma.Data[ch] += dgp[b*c+ch]
+			}
+		}
+	}
+	if gr.DBeta != nil {
+		for b := 0; b < n; b++ {
+			for ch := 0; ch < c; ch++ {
+				gr.DBeta.Data[ch] += dbp[b*c+ch]
+			}
+		}
+	}
+}
+
+func (d *CPU) LayerNorm(y, x, gamma, beta, mean, rstd *Tensor, rows, dim int, eps float32) {
+	py, px, pg, pb, pm, pr := ptr(y), ptr(x), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd)
+	d.par(rows, max(1, elemGrain/dim), func(lo, hi int) {
+		C.k_ln_fwd(py, px, pg, pb, pm, pr, C.long(dim), C.float(eps), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd *Tensor, rows, dim int) {
+	bufp := d.scratchBuf(2 * rows * dim)
+	defer d.scratch.Put(bufp)
+	buf := *bufp
+	pgp, pbp := (*C.float)(unsafe.Pointer(&buf[0])), (*C.float)(unsafe.Pointer(&buf[rows*dim]))
+	pdx, pdy, px, pg, pm, pr := ptr(dx), ptr(dy), ptr(x), ptr(gamma), ptr(mean), ptr(rstd)
+	d.par(rows, max(1, elemGrain/dim), func(lo, hi int) {
+		C.k_ln_bwd(pdx, pgp, pbp, pdy, px, pg, pm, pr, C.long(dim), C.long(lo), C.long(hi))
+	})
+	for r := 0; r < rows; r++ {
+		for i := 0; i < dim; i++ {
+			dgamma.Data[i] += buf[r*dim+i]
+			dbeta.Data[i] += buf[rows*dim+r*dim+i]
+		}
+	}
+}
+
+func (d *CPU) Softmax(y, x *Tensor, rows, dim int) {
+	py, px := ptr(y), ptr(x)
+	d.par(rows, max(1, elemGrain/4/dim), func(lo, hi int) {
+		C.k_softmax(py, px, C.long(dim), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) SoftmaxBackward(dx, y, dy *Tensor, rows, dim int) {
+	pd, py, pdy := ptr(dx), ptr(y), ptr(dy)
+	d.par(rows, max(1, elemGrain/dim), func(lo, hi int) {
+		C.k_softmax_bwd(pd, py, pdy, C.long(dim), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) AvgPool2(y, x *Tensor, planes, h, w int) {
+	py, px := ptr(y), ptr(x)
+	d.par(planes, max(1, elemGrain/(h*w)), func(lo, hi int) {
+		C.k_avgpool2(py, px, C.long(h), C.long(w), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) AvgPool2Backward(dx, dy *Tensor, planes, h, w int) {
+	pd, py := ptr(dx), ptr(dy)
+	d.par(planes, max(1, elemGrain/(h*w)), func(lo, hi int) {
+		C.k_avgpool2_bwd(pd, py, C.long(h), C.long(w), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Upsample2(y, x *Tensor, planes, h, w int) {
+	py, px := ptr(y), ptr(x)
+	d.par(planes, max(1, elemGrain/(4*h*w)), func(lo, hi int) {
+		C.k_up2(py, px, C.long(h), C.long(w), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) Upsample2Backward(dx, dy *Tensor, planes, h, w int) {
+	pd, py := ptr(dx), ptr(dy)
+	d.par(planes, max(1, elemGrain/(4*h*w)), func(lo, hi int) {
+		C.k_up2_bwd(pd, py, C.long(h), C.long(w), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) SpatialMean(y, x *Tensor, planes, hw int) {
+	py, px := ptr(y), ptr(x)
+	d.par(planes, max(1, elemGrain/hw), func(lo, hi int) { C.k_spmean(py, px, C.long(hw), C.long(lo), C.long(hi)) })
+}
+
+func (d *CPU) SpatialMeanBackward(dx, dy *Tensor, planes, hw int) {
+	pd, py := ptr(dx), ptr(dy)
+	d.par(planes, max(1, elemGrain/hw), func(lo, hi int) {
+		C.k_spmean_bwd(pd, py, C.long(hw), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) MSE(grad, p, t *Tensor, gscale float32) float64 {
+	pg, pp, pt := ptr(grad), ptr(p), ptr(t)
+	n := p.n
+	gs := C.float(gscale / float32(n))
+	s := d.parSum(n, elemGrain, func(lo, hi int) float64 {
+		return float64(C.k_mse(pg, pp, pt, gs, C.long(lo), C.long(hi)))
+	})
+	return s / float64(n)
+}
+
+func (d *CPU) L1(grad, p, t *Tensor, gscale float32) float64 {
+	pg, pp, pt := ptr(grad), ptr(p), ptr(t)
+	n := p.n
+	gs := C.float(gscale / float32(n))
+	s := d.parSum(n, elemGrain, func(lo, hi int) float64 {
+		return float64(C.k_l1(pg, pp, pt, gs, C.long(lo), C.long(hi)))
+	})
+	return s / float64(n)
+}
+
+func (d *CPU) Adam(w, g, m, v *Tensor, lr, b1, b2, eps, wd, bc1, bc2 float32) {
+	pw, pg, pm, pv := ptr(w), ptr(g), ptr(m), ptr(v)
+	d.par(w.n, elemGrain, func(lo, hi int) {
+		C.k_adam(pw, pg, pm, pv, C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1),
+			C.float(bc2), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) EMA(ema, w *Tensor, decay float32) {
+	pe, pw := ptr(ema), ptr(w)
+	d.par(w.n, elemGrain, func(lo, hi int) { C.k_ema(pe, pw, C.float(decay), C.long(lo), C.long(hi)) })
+}

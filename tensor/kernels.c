@@ -1,0 +1,478 @@
+// CPU kernels: plain loops written so that GCC vectorises them (AVX-512, AVX2 or SSE, chosen at load time).
+#pragma GCC optimize("no-math-errno", "no-trapping-math")
+#include <math.h>
+#include <string.h>
+#include "kernels.h"
+
+#define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
+
+// expf to about 2 ulp, branch-free so that loops around it vectorise.
+static inline float exp_fast(float x) {
+	x = x < -87.0f ? -87.0f : x;
+	x = x > 88.0f ? 88.0f : x;
+	float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+	float r = x - n * 0.693359375f;
+	r = r + n * 2.12194440e-4f;
+	float p = 1.9875691500E-4f;
+	p = p * r + 1.3981999507E-3f;
+	p = p * r + 8.3334519073E-3f;
+	p = p * r + 4.1665795894E-2f;
+	p = p * r + 1.6666665459E-1f;
+	p = p * r + 5.0000001201E-1f;
+	p = p * r * r + r + 1.0f;
+	int32_t i = ((int32_t)n + 127) << 23;
+	float s;
+	memcpy(&s, &i, sizeof s);
+	return p * s;
+}
+
+static inline float sigmoid_fast(float x) { return 1.0f / (1.0f + exp_fast(-x)); }
+
+HOT void k_silu(float *y, const float *x, long lo, long hi) {
+	for (long i = lo; i < hi; i++) y[i] = x[i] * sigmoid_fast(x[i]);
+}
+
+HOT void k_silu_bwd(float *dx, const float *x, const float *dy, long lo, long hi) {
+	for (long i = lo; i < hi; i++) {
+		float s = sigmoid_fast(x[i]);
+		dx[i] = dy[i] * s * (1.0f + x[i] * (1.0f - s));
+	}
+}
+
+HOT void k_axpby(float a, const float *x, float b, float *y, long lo, long hi) {
+	for (long i = lo; i < hi; i++) y[i] = a * x[i] + b * y[i];
+}
+
+HOT void k_lincomb(float *d, float a, const float *x, float b, const float *y, long lo, long hi) {
+	for (long i = lo; i < hi; i++) d[i] = a * x[i] + b * y[i];
+}
+
+HOT void k_mul(float *d, const float *x, const float *y, long lo, long hi) {
+	for (long i = lo; i < hi; i++) d[i] = x[i] * y[i];
+}
+
+HOT void k_scale(float *t, float a, long lo, long hi) {
+	for (long i = lo; i < hi; i++) t[i] *= a;
+}
+
+HOT void k_clamp(float *t, float l, float h, long lo, long hi) {
+	for (long i = lo; i < hi; i++) {
+		float v = t[i] < l ? l : t[i];
+		t[i] = v > h ? h : v;
+	}
+}
+
+double k_sumsq(const float *x, long lo, long hi) {
+	double s = 0;
+	for (long i = lo; i < hi; i++) s += (double)x[i] * x[i];
+	return s;
+}
+
+// planes [plo, phi) of y viewed as [planes, hw], plane p has channel p % c.
+HOT void k_add_bias(float *y, const float *b, long c, long hw, long plo, long phi) {
+	for (long p = plo; p < phi; p++) {
+		float v = b[p % c];
+		float *r = y + p * hw;
+		for (long i = 0; i < hw; i++) r[i] += v;
+	}
+}
+
+void k_chan_sum(float *db, const float *dy, long n, long c, long hw, long clo, long chi) {
+	for (long ch = clo; ch < chi; ch++) {
+		double s = 0;
+		for (long b = 0; b < n; b++) {
+			const float *r = dy + (b * c + ch) * hw;
+			float ps = 0;
+			for (long i = 0; i < hw; i++) ps += r[i];
+			s += ps;
+		}
+		db[ch] += (float)s;
+	}
+}
+
+// rows [rlo, rhi) of col, row = (ci*k+ky)*k+kx.
+HOT void k_im2col(float *col, const float *x, long n, long c, long h, long w, long k, long pad, long rlo, long rhi) {
+	long hw = h * w, ncols = n * hw;
+	for (long r = rlo; r < rhi; r++) {
+		long kx = r % k, ky = (r / k) % k, ci = r / (k * k);
+		float *dst = col + r * ncols;
+		for (long b = 0; b < n; b++) {
+			const float *src = x + (b * c + ci) * hw;
+			float *d = dst + b * hw;
+			for (long y = 0; y < h; y++) {
+				long sy = y + ky - pad;
+				float *dr = d + y * w;
+				if (sy < 0 || sy >= h) {
+					memset(dr, 0, w * sizeof(float));
+					continue;
+				}
+				const float *sr = src + sy * w;
+				long dxo = kx - pad;
+				long x0 = dxo < 0 ? -dxo : 0, x1 = dxo > 0 ? w - dxo : w;
+				for (long xx = 0; xx < x0; xx++) dr[xx] = 0;
+				for (long xx = x0; xx < x1; xx++) dr[xx] = sr[xx + dxo];
+				for (long xx = x1; xx < w; xx++) dr[xx] = 0;
+			}
+		}
+	}
+}
+
+// channels [clo, chi) of dx receive their k*k rows of col.
+HOT void k_col2im(float *dx, const float *col, long n, long c, long h, long w, long k, long pad, long clo, long chi) {
+	long hw = h * w, ncols = n * hw;
+	for (long ci = clo; ci < chi; ci++) {
+		for (long ky = 0; ky < k; ky++) {
+			for (long kx = 0; kx < k; kx++) {
+				const float *src = col + ((ci * k + ky) * k + kx) * ncols;
+				long dxo = kx - pad;
+				long x0 = dxo < 0 ? -dxo : 0, x1 = dxo > 0 ? w - dxo : w;
+				for (long b = 0; b < n; b++) {
+					float *d = dx + (b * c + ci) * hw;
+					const float *s = src + b * hw;
+					for (long y = 0; y < h; y++) {
+						long sy = y + ky - pad;
+						if (sy < 0 || sy >= h) continue;
+						float *dr = d + sy * w;
+						const float *sr = s + y * w;
+						for (long xx = x0; xx < x1; xx++) dr[xx + dxo] += sr[xx];
+					}
+				}
+			}
+		}
+	}
+}
+
+void k_nchw_cnhw(float *d, const float *x, long n, long c, long hw, long clo, long chi) {
+	for (long ch = clo; ch < chi; ch++)
+		for (long b = 0; b < n; b++) memcpy(d + (ch * n + b) * hw, x + (b * c + ch) * hw, hw * sizeof(float));
+}
+
+HOT void k_cnhw_nchw(float *d, const float *x, const float *bias, long n, long c, long hw, long clo, long chi) {
+	for (long ch = clo; ch < chi; ch++) {
+		float bv = bias ? bias[ch] : 0.0f;
+		for (long b = 0; b < n; b++) {
+			float *dr = d + (b * c + ch) * hw;
+			const float *sr = x + (ch * n + b) * hw;
+			for (long i = 0; i < hw; i++) dr[i] = sr[i] + bv;
+		}
+	}
+}
+
+// Group norm over (sample, group) pairs [lo, hi). The affine, AdaGN and z-scale fold into one a·x+b per channel.
+HOT void k_gn_fwd(float *y, const float *x, const float *gamma, const float *beta, float *mean, float *rstd,
+                  const float *scale, const float *shift, const float *zscale, int silu, long c, long hw, long g,
+                  float eps, long lo, long hi) {
+	long cg = c / g;
+	for (long p = lo; p < hi; p++) {
+		long b = p / g, gi = p % g;
+		const float *xs = x + (b * c + gi * cg) * hw;
+		long cnt = cg * hw;
+		double s = 0;
+		for (long i = 0; i < cnt; i++) s += xs[i];
+		double m = s / cnt;
+		double v = 0;
+		for (long i = 0; i < cnt; i++) {
+			double d = xs[i] - m;
+			v += d * d;
+		}
+		v /= cnt;
+		float rs = (float)(1.0 / sqrt(v + eps));
+		float mf = (float)m;
+		mean[p] = mf;
+		rstd[p] = rs;
+		for (long cc = 0; cc < cg; cc++) {
+			long ch = gi * cg + cc;
+			long nc = b * c + ch;
+			float a = rs * gamma[ch];
+			float bb = beta[ch] - mf * a;
+			if (scale) {
+				float s1 = 1.0f + scale[nc];
+				a *= s1;
+				bb *= s1;
+			}
+			if (shift) bb += shift[nc];
+			if (zscale) {
+				float z1 = 1.0f + zscale[nc];
+				a *= z1;
+				bb *= z1;
+			}
+			const float *xr = x + nc * hw;
+			float *yr = y + nc * hw;
+			if (silu) {
+				for (long i = 0; i < hw; i++) {
+					float u = xr[i] * a + bb;
+					yr[i] = u * sigmoid_fast(u);
+				}
+			} else {
+				for (long i = 0; i < hw; i++) yr[i] = xr[i] * a + bb;
+			}
+		}
+	}
+}
+
+// Backward of k_gn_fwd over (sample, group) pairs [lo, hi). dgamma_p and dbeta_p are per-(sample, channel)
+// partials that the caller sums over samples.
+HOT void k_gn_bwd(float *dx, float *dgamma_p, float *dbeta_p, float *dscale, float *dshift, float *dz,
+                  const float *dy, const float *x, const float *gamma, const float *beta, const float *mean,
+                  const float *rstd, const float *scale, const float *shift, const float *zscale, int silu, long c,
+                  long hw, long g, long lo, long hi) {
+	long cg = c / g;
+	for (long p = lo; p < hi; p++) {
+		long b = p / g, gi = p % g;
+		float m = mean[p], rs = rstd[p];
+		double sdxh = 0, sdxhx = 0;
+		for (long cc = 0; cc < cg; cc++) {
+			long ch = gi * cg + cc, nc = b * c + ch;
+			float s1 = scale ? 1.0f + scale[nc] : 1.0f;
+			float sh = shift ? shift[nc] : 0.0f;
+			float z1 = zscale ? 1.0f + zscale[nc] : 1.0f;
+			float ga = gamma[ch], be = beta[ch];
+			const float *xr = x + nc * hw, *dyr = dy + nc * hw;
+			float sg = 0, sb = 0, sz = 0, ss = 0, ssh = 0;
+			for (long i = 0; i < hw; i++) {
+				float xh = (xr[i] - m) * rs;
+				float h1 = xh * ga + be; // after the affine
+				float h2 = h1 * s1 + sh;  // after AdaGN
+				float u = h2 * z1;        // before SiLU
+				float du = dyr[i];
+				if (silu) {
+					float sgm = sigmoid_fast(u);
+					du *= sgm * (1.0f + u * (1.0f - sgm));
+				}
+				float dh2 = du * z1;
+				sz += du * h2;
+				ss += dh2 * h1;
+				ssh += dh2;
+				float dh1 = dh2 * s1;
+				sb += dh1;
+				sg += dh1 * xh;
+			}
+			dgamma_p[nc] = sg;
+			dbeta_p[nc] = sb;
+			if (dscale) dscale[nc] = ss;
+			if (dshift) dshift[nc] = ssh;
+			if (dz) dz[nc] = sz;
+			// dx̂ = dh1·γ, so its group sums follow from the channel sums.
+			sdxh += (double)sb * ga;
+			sdxhx += (double)sg * ga;
+		}
+		long cnt = cg * hw;
+		float mdxh = (float)(sdxh / cnt), mdxhx = (float)(sdxhx / cnt);
+		for (long cc = 0; cc < cg; cc++) {
+			long ch = gi * cg + cc, nc = b * c + ch;
+			float s1 = scale ? 1.0f + scale[nc] : 1.0f;
+			float sh = shift ? shift[nc] : 0.0f;
+			float z1 = zscale ? 1.0f + zscale[nc] : 1.0f;
+			float ga = gamma[ch], be = beta[ch];
+			const float *xr = x + nc * hw, *dyr = dy + nc * hw;
+			float *dxr = dx + nc * hw;
+			for (long i = 0; i < hw; i++) {
+				float xh = (xr[i] - m) * rs;
+				float du = dyr[i];
+				if (silu) {
+					float u = ((xh * ga + be) * s1 + sh) * z1;
+					float sgm = sigmoid_fast(u);
+					du *= sgm * (1.0f + u * (1.0f - sgm));
+				}
+				float dxh = du * z1 * s1 * ga;
+				dxr[i] = rs * (dxh - mdxh - xh * mdxhx);
+			}
+		}
+	}
+}
+
+HOT void k_ln_fwd(float *y, const float *x, const float *gamma, const float *beta, float *mean, float *rstd, long d,
+                  float eps, long lo, long hi) {
+	for (long r = lo; r < hi; r++) {
+		const float *xr = x + r * d;
+		double s = 0;
+		for (long i = 0; i < d; i++) s += xr[i];
+		double m = s / d, v = 0;
+		for (long i = 0; i < d; i++) {
+			double t = xr[i] - m;
+			v += t * t;
+		}
+		v /= d;
+		float rs = (float)(1.0 / sqrt(v + eps)), mf = (float)m;
+		mean[r] = mf;
+		rstd[r] = rs;
+		float *yr = y + r * d;
+		for (long i = 0; i < d; i++) yr[i] = (xr[i] - mf) * rs * gamma[i] + beta[i];
+	}
+}
+
+HOT void k_ln_bwd(float *dx, float *dgamma_p, float *dbeta_p, const float *dy, const float *x, const float *gamma,
+                  const float *mean, const float *rstd, long d, long lo, long hi) {
+	for (long r = lo; r < hi; r++) {
+		const float *xr = x + r * d, *dyr = dy + r * d;
+		float m = mean[r], rs = rstd[r];
+		float *dgp = dgamma_p + r * d, *dbp = dbeta_p + r * d;
+		double s1 = 0, s2 = 0;
+		for (long i = 0; i < d; i++) {
+			float xh = (xr[i] - m) * rs;
+			float dxh = dyr[i] * gamma[i];
+			dgp[i] = dyr[i] * xh;
+			dbp[i] = dyr[i];
+			s1 += dxh;
+			s2 += dxh * xh;
+		}
+		float m1 = (float)(s1 / d), m2 = (float)(s2 / d);
+		float *dxr = dx + r * d;
+		for (long i = 0; i < d; i++) {
+			float xh = (xr[i] - m) * rs;
+			dxr[i] = rs * (dyr[i] * gamma[i] - m1 - xh * m2);
+		}
+	}
+}
+
+HOT void k_softmax(float *y, const float *x, long d, long lo, long hi) {
+	for (long r = lo; r < hi; r++) {
+		const float *xr = x + r * d;
+		float *yr = y + r * d;
+		float mx = xr[0];
+		for (long i = 1; i < d; i++) mx = xr[i] > mx ? xr[i] : mx;
+		float s = 0;
+		for (long i = 0; i < d; i++) {
+			yr[i] = exp_fast(xr[i] - mx);
+			s += yr[i];
+		}
+		float inv = 1.0f / s;
+		for (long i = 0; i < d; i++) yr[i] *= inv;
+	}
+}
+
+HOT void k_softmax_bwd(float *dx, const float *y, const float *dy, long d, long lo, long hi) {
+	for (long r = lo; r < hi; r++) {
+		const float *yr = y + r * d, *dyr = dy + r * d;
+		float s = 0;
+		for (long i = 0; i < d; i++) s += dyr[i] * yr[i];
+		float *dxr = dx + r * d;
+		for (long i = 0; i < d; i++) dxr[i] = yr[i] * (dyr[i] - s);
+	}
+}
+
+void k_avgpool2(float *y, const float *x, long h, long w, long lo, long hi) {
+	long oh = h / 2, ow = w / 2;
+	for (long p = lo; p < hi; p++) {
+		const float *xp = x + p * h * w;
+		float *yp = y + p * oh * ow;
+		for (long i = 0; i < oh; i++)
+			for (long j = 0; j < ow; j++) {
+				const float *a = xp + 2 * i * w + 2 * j;
+				yp[i * ow + j] = 0.25f * (a[0] + a[1] + a[w] + a[w + 1]);
+			}
+	}
+}
+
+void k_avgpool2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
+	long oh = h / 2, ow = w / 2;
+	for (long p = lo; p < hi; p++) {
+		float *xp = dx + p * h * w;
+		const float *yp = dy + p * oh * ow;
+		for (long i = 0; i < oh; i++)
+			for (long j = 0; j < ow; j++) {
+				float g = 0.25f * yp[i * ow + j];
+				float *a = xp + 2 * i * w + 2 * j;
+				a[0] = g;
+				a[1] = g;
+				a[w] = g;
+				a[w + 1] = g;
+			}
+	}
+}
+
+// h, w are the input (small) sizes.
+void k_up2(float *y, const float *x, long h, long w, long lo, long hi) {
+	long ow = 2 * w;
+	for (long p = lo; p < hi; p++) {
+		const float *xp = x + p * h * w;
+		float *yp = y + p * 4 * h * w;
+		for (long i = 0; i < h; i++) {
+			float *r0 = yp + 2 * i * ow, *r1 = r0 + ow;
+			for (long j = 0; j < w; j++) {
+				float v = xp[i * w + j];
+				r0[2 * j] = v;
+				r0[2 * j + 1] = v;
+			}
+			memcpy(r1, r0, ow * sizeof(float));
+		}
+	}
+}
+
+void k_up2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
+	long ow = 2 * w;
+	for (long p = lo; p < hi; p++) {
+		float *xp = dx + p * h * w;
+		const float *yp = dy + p * 4 * h * w;
+		for (long i = 0; i < h; i++) {
+			const float *r0 = yp + 2 * i * ow, *r1 = r0 + ow;
+			for (long j = 0; j < w; j++) xp[i * w + j] = r0[2 * j] + r0[2 * j + 1] + r1[2 * j] + r1[2 * j + 1];
+		}
+	}
+}
+
+void k_spmean(float *y, const float *x, long hw, long lo, long hi) {
+	for (long p = lo; p < hi; p++) {
+		double s = 0;
+		for (long i = 0; i < hw; i++) s += x[p * hw + i];
+		y[p] = (float)(s / hw);
+	}
+}
+
+void k_spmean_bwd(float *dx, const float *dy, long hw, long lo, long hi) {
+	for (long p = lo; p < hi; p++) {
+		float g = dy[p] / hw;
+		for (long i = 0; i < hw; i++) dx[p * hw + i] = g;
+	}
+}
+
+double k_mse(float *g, const float *p, const float *t, float gs, long lo, long hi) {
+	double s = 0;
+	for (long i = lo; i < hi; i++) {
+		float d = p[i] - t[i];
+		s += (double)d * d;
+		if (g) g[i] = 2.0f * d * gs;
+	}
+	return s;
+}
+
+double k_l1(float *g, const float *p, const float *t, float gs, long lo, long hi) {
+	double s = 0;
+	for (long i = lo; i < hi; i++) {
+		float d = p[i] - t[i];
+		s += d < 0 ? -d : d;
+		if (g) g[i] = d > 0 ? gs : (d < 0 ? -gs : 0.0f);
+	}
+	return s;
+}
+
+HOT void k_adam(float *w, const float *g, float *m, float *v, float lr, float b1, float b2, float eps, float wd,
+                float bc1, float bc2, long lo, long hi) {
+	float ib1 = 1.0f / bc1, isb2 = 1.0f / sqrtf(bc2);
+	for (long i = lo; i < hi; i++) {
+		float gi = g[i];
+		float mi = b1 * m[i] + (1.0f - b1) * gi;
+		float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+		m[i] = mi;
+		v[i] = vi;
+		float upd = (mi * ib1) / (sqrtf(vi) * isb2 + eps);
+		w[i] = w[i] - lr * (upd + wd * w[i]);
+	}
+}
+
+HOT void k_ema(float *e, const float *w, float decay, long lo, long hi) {
+	float a = 1.0f - decay;
+	for (long i = lo; i < hi; i++) e[i] = decay * e[i] + a * w[i];
+}
+
+void k_copy_blocks(float *dst, long dstStride, const float *src, long srcStride, long blockLen, int acc, long lo,
+                   long hi) {
+	for (long i = lo; i < hi; i++) {
+		float *d = dst + i * dstStride;
+		const float *s = src + i * srcStride;
+		if (acc)
+			for (long j = 0; j < blockLen; j++) d[j] += s[j];
+		else
+			memcpy(d, s, blockLen * sizeof(float));
+	}
+}
