@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// ErrNotFound is wrapped by lookups that find no row or object.
+var ErrNotFound = errors.New("not found")
+
+// Store holds the Postgres pool and the S3 client. It is safe for concurrent use.
+type Store struct {
+	cfg  Config
+	pool *pgxpool.Pool
+	s3   *minio.Client
+}
+
+// Open connects to Postgres and prepares the S3 client, and checks that both answer.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	pcfg, err := pgxpool.ParseConfig(cfg.PGURL)
+	if err != nil {
+		// pgx's parse error may quote the URL, password included; say only what is wrong.
+		return nil, fmt.Errorf("store: %s is not a valid Postgres URL", EnvPGURL)
+	}
+	if cfg.MaxConns > 0 {
+		pcfg.MaxConns = cfg.MaxConns
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: postgres pool for %s:%d: %w", pcfg.ConnConfig.Host, pcfg.ConnConfig.Port, err)
+	}
+	s3, err := minio.New(cfg.S3Endpoint, &minio.Options{
+		Creds:           credentials.NewStaticV4(cfg.S3AccessKey, cfg.S3SecretKey, ""),
+		Secure:          cfg.S3Secure,
+		Region:          cfg.S3Region,
+		TrailingHeaders: true, // lets PutObject send a SHA-256 checksum the server verifies
+	})
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("store: s3 client for %s: %w", cfg.S3Endpoint, err)
+	}
+	s := &Store{cfg: cfg, pool: pool, s3: s3}
+	if err := s.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the pool's connections.
+func (s *Store) Close() { s.pool.Close() }
+
+// Config returns the configuration the store was opened with.
+func (s *Store) Config() Config { return s.cfg }
+
+// Ping checks that Postgres and the object store answer (and that the S3 credentials are accepted).
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		c := s.pool.Config().ConnConfig
+		return fmt.Errorf("store: postgres at %s:%d: %w", c.Host, c.Port, err)
+	}
+	if _, err := s.s3.ListBuckets(ctx); err != nil {
+		return fmt.Errorf("store: s3 at %s: %w", s.cfg.S3Endpoint, err)
+	}
+	return nil
+}
