@@ -30,6 +30,7 @@ func ExportPNG(m *Images, dir string, n int) ([]string, error) {
 		split = "image"
 	}
 	files := make([]string, n)
+	seen := make(map[string]int, n)
 	for i := range files {
 		switch {
 		case m.Labels != nil:
@@ -39,6 +40,10 @@ func ExportPNG(m *Images, dir string, n int) ([]string, error) {
 		default:
 			files[i] = fmt.Sprintf("image_%05d.png", i)
 		}
+		if j, dup := seen[files[i]]; dup {
+			return nil, fmt.Errorf("dataset: exporting to %s: images %d and %d would both be %s", dir, j, i, files[i])
+		}
+		seen[files[i]] = i
 		img := imageio.FromCHW(m.Image(i), m.C, m.H, m.W)
 		if err := imageio.WritePNG(filepath.Join(dir, files[i]), img); err != nil {
 			return nil, fmt.Errorf("dataset: exporting image %d: %w", i, err)

@@ -258,4 +258,9 @@ func TestExportPNGRoundTrip(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(again, "labels.csv")); !os.IsNotExist(err) {
 		t.Errorf("labels.csv written for unlabelled images")
 	}
+	// Two source files with one stem cannot both become <stem>.png.
+	back.Names[1] = strings.TrimSuffix(back.Names[0], ".png") + ".jpg"
+	if _, err := ExportPNG(back, t.TempDir(), 2); err == nil || !strings.Contains(err.Error(), "images 0 and 1") {
+		t.Errorf("name collision: error %v", err)
+	}
 }
