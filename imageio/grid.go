@@ -7,15 +7,15 @@ import (
 	"golang.org/x/image/draw"
 )
 
-// PadColor is the background of contact sheets: a light grey that sets off
+// padColor is the background of contact sheets: a light grey that sets off
 // both white and black images.
-var PadColor = color.Gray{Y: 0xc8}
+var padColor = color.Gray{Y: 0xc8}
 
 // Grid lays out cells as rows of images on a contact sheet. Every cell gets
 // the size of the largest image (images are expected to be equal in size;
 // a smaller one sits in its cell's top-left corner), scaled by the integer
 // factor scale with nearest-neighbour sampling so that 32×32 images stay
-// visible and crisp. pad pixels of PadColor separate cells and surround the
+// visible and crisp. pad pixels of light grey (200) separate cells and surround the
 // sheet. Rows may differ in length; nil cells are left blank. scale < 1 is
 // taken as 1 and pad < 0 as 0.
 func Grid(cells [][]image.Image, pad, scale int) image.Image {
@@ -33,7 +33,7 @@ func Grid(cells [][]image.Image, pad, scale int) image.Image {
 	}
 	rows := len(cells)
 	out := image.NewRGBA(image.Rect(0, 0, pad+cols*(cw+pad), pad+rows*(ch+pad)))
-	draw.Draw(out, out.Bounds(), image.NewUniform(PadColor), image.Point{}, draw.Src)
+	draw.Draw(out, out.Bounds(), image.NewUniform(padColor), image.Point{}, draw.Src)
 	for r, row := range cells {
 		for c, im := range row {
 			if im == nil {

@@ -17,7 +17,7 @@ func solid(w, h int, v uint8) image.Image {
 func TestGrid(t *testing.T) {
 	t.Parallel()
 	black, white := solid(4, 4, 0), solid(4, 4, 255)
-	pad := color.RGBAModel.Convert(PadColor)
+	pad := color.RGBAModel.Convert(padColor)
 	tests := []struct {
 		name       string
 		cells      [][]image.Image
