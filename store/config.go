@@ -3,8 +3,10 @@ package store
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
+	"strings"
 )
 
 // Environment variables read by ConfigFromEnv. The local stack (deploy/local/up) writes them to .stack/env.
@@ -83,4 +85,45 @@ func configFrom(lookup func(string) (string, bool)) (Config, error) {
 // Buckets lists the configured bucket names.
 func (c Config) Buckets() []string {
 	return []string{c.BucketImages, c.BucketOutputs, c.BucketModels}
+}
+
+// LoadConfig is ConfigFromEnv, except that variables not set in the environment are taken from envFile (the
+// .stack/env that deploy/local/up writes) when that file exists.
+func LoadConfig(envFile string) (Config, error) {
+	file, err := ReadEnvFile(envFile)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Config{}, err
+	}
+	return configFrom(func(name string) (string, bool) {
+		if v, ok := os.LookupEnv(name); ok && v != "" {
+			return v, true
+		}
+		v, ok := file[name]
+		return v, ok
+	})
+}
+
+// ReadEnvFile reads the `export NAME='value'` lines of an env file written by deploy/local/up (blank lines and
+// # comments are skipped). Values are single-quoted or bare; there is no other shell syntax.
+func ReadEnvFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("store: env file: %w", err)
+	}
+	vars := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, value, ok := strings.Cut(strings.TrimPrefix(line, "export "), "=")
+		if !ok || name == "" || strings.ContainsAny(name, " \t'\"") {
+			return nil, fmt.Errorf("store: env file %s:%d: not NAME=value", path, i+1)
+		}
+		if len(value) >= 2 && value[0] == '\'' && value[len(value)-1] == '\'' {
+			value = value[1 : len(value)-1]
+		}
+		vars[name] = value
+	}
+	return vars, nil
 }
