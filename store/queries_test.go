@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"testing"
+
+	"dae/schema"
+)
+
+func TestJobsClassifiersAndQueries(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	hashes := seed(t, s, "fm32", 3, 4)
+	zs := [][]float32{{1, 0, 0}, {0.9, 0.1, 0}, {0, 1, 0}, {-1, 0, 0}}
+	ids := make([]int64, len(zs))
+	for i, z := range zs {
+		l := Latent{ModelID: "fm32", ImageHash: hashes[i], ZSem: z, XT: []float32{1, 2}, XTShape: []int{1, 2}}
+		var err error
+		if ids[i], _, err = s.UpsertLatent(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Neighbours of image 0 in cosine order: 1 (close), 2 (orthogonal), 3 (opposite).
+	model, ns, err := s.Neighbours(ctx, "", hashes[0], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if model != "fm32" || len(ns) != 3 || ns[0].ImageHash != hashes[1] || ns[2].ImageHash != hashes[3] || ns[2].Similarity > -0.999 {
+		t.Errorf("Neighbours = %s %+v, want images 1, 2, 3 of fm32 with the last at cosine -1", model, ns)
+	}
+
+	// Two classifier versions; only the promoted one's scores are listed.
+	old, err := s.AddClassifier(ctx, Classifier{ModelID: "fm32", Attribute: "sneaker", Weights: []float32{1, 0, 0}, Promoted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.AddClassifier(ctx, Classifier{ModelID: "fm32", Attribute: "sneaker", Weights: []float32{0, 1, 0}, Bias: 0.5,
+		Metrics: []byte(`{"auroc":0.9}`), Promoted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if old.Version != 1 || cur.Version != 2 {
+		t.Errorf("classifier versions %d, %d; want 1, 2", old.Version, cur.Version)
+	}
+	if _, err := s.AddClassifier(ctx, Classifier{ModelID: "fm32", Attribute: "sneaker", Weights: []float32{1}}); err == nil {
+		t.Error("a classifier with 1 weight was accepted for z_dim 3")
+	}
+	if p, err := s.PromotedClassifier(ctx, "fm32", "sneaker"); err != nil || p.ID != cur.ID {
+		t.Errorf("PromotedClassifier = %+v, %v; want id %d", p, err, cur.ID)
+	}
+	scores := []Score{
+		{ids[0], old.ID, 0.99}, {ids[1], old.ID, 0.98},
+		{ids[0], cur.ID, 0.2}, {ids[1], cur.ID, 0.95}, {ids[2], cur.ID, 0.91}, {ids[3], cur.ID, 0.1},
+	}
+	if err := s.WriteScores(ctx, scores); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteScores(ctx, []Score{{ids[2], cur.ID, 0.97}}); err != nil { // re-scoring replaces
+		t.Fatal(err)
+	}
+	hits, err := s.LatentsByAttribute(ctx, "", "sneaker", 0.9, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(hits) != 2 || hits[0].LatentID != ids[2] || hits[0].Score != 0.97 || hits[1].LatentID != ids[1] || hits[0].Version != 2 {
+		t.Errorf("LatentsByAttribute = %+v, want latents %d (0.97) and %d (0.95) from version 2", hits, ids[2], ids[1])
+	}
+	if err := s.WriteScores(ctx, []Score{{ids[0], cur.ID, 1.5}}); err == nil {
+		t.Error("a score of 1.5 was accepted")
+	}
+
+	// Jobs: recorded once, started, finished; failures listed with their reason.
+	if err := s.CreateBatch(ctx, Batch{ID: "b1", Name: "test", Source: "folder"}); err != nil {
+		t.Fatal(err)
+	}
+	jobs := []*schema.Encode{
+		{Header: schema.Header{Model: "fm32", Batch: "b1"}, ImageHash: hashes[0]},
+		{Header: schema.Header{Model: "fm32", Batch: "b1"}, ImageHash: hashes[1]},
+		{Header: schema.Header{Model: "fm32", Batch: "b1"}, ImageHash: hashes[2]},
+	}
+	for _, j := range jobs {
+		if _, ins, err := s.RecordJob(ctx, j); err != nil || !ins {
+			t.Fatalf("RecordJob = %v, %v; want inserted", ins, err)
+		}
+	}
+	if _, ins, err := s.RecordJob(ctx, jobs[0]); err != nil || ins {
+		t.Errorf("RecordJob again = %v, %v; want not inserted", ins, err)
+	}
+	for _, j := range jobs[:2] {
+		if prev, err := s.StartJob(ctx, j.DedupKey()); err != nil || prev != StateQueued {
+			t.Fatalf("StartJob = %q, %v; want previous state queued", prev, err)
+		}
+	}
+	if err := s.FinishJob(ctx, jobs[0].DedupKey(), StateDone, ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishJob(ctx, jobs[1].DedupKey(), StateFailed, "imageio: not a PNG"); err != nil {
+		t.Fatal(err)
+	}
+	if prev, err := s.StartJob(ctx, jobs[0].DedupKey()); err != nil || prev != StateDone {
+		t.Errorf("StartJob of a done job = %q, %v; want done", prev, err)
+	}
+	st, err := s.Status(ctx, "b1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Total != 3 || st.Counts[StateDone] != 1 || st.Counts[StateFailed] != 1 || st.Counts[StateQueued] != 1 || st.Finished1m != 2 {
+		t.Errorf("Status(b1) = %+v, want 1 done, 1 failed, 1 queued, 2 finished recently", st)
+	}
+	fails, err := s.Failures(ctx, "b1", 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fails) != 1 || fails[0].Error != "imageio: not a PNG" || fails[0].Attempts != 1 {
+		t.Errorf("Failures(b1) = %+v, want the one failed job with its reason", fails)
+	}
+	if _, err := s.Status(ctx, "nope"); !IsNotFound(err) {
+		t.Errorf("Status of an unknown batch: %v, want ErrNotFound", err)
+	}
+}
