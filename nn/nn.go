@@ -138,3 +138,22 @@ func (in Init) TorchDefault(w, b *Param, fanIn int) {
 		in.Uniform(b, bound)
 	}
 }
+
+// Merge returns a set holding the parameters (and aliases) of all sets, for reading and writing checkpoints.
+func Merge(sets ...*Params) *Params {
+	out := &Params{byName: map[string]*Param{}}
+	for _, s := range sets {
+		if s == nil {
+			continue
+		}
+		out.Dev = s.Dev
+		out.List = append(out.List, s.List...)
+		for n, p := range s.byName {
+			if _, dup := out.byName[n]; dup {
+				panic("nn: parameter in two sets: " + n)
+			}
+			out.byName[n] = p
+		}
+	}
+	return out
+}
