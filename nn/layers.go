@@ -140,12 +140,12 @@ func (s *SpatialMean) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	return s.dx
 }
 
-// Dropout zeroes elements with probability P during training and scales the rest by 1/(1−P).
+// Dropout zeroes elements with probability P during training and scales the rest by 1/(1−P). Each forward pass
+// draws its mask from a seed taken from Rng (the mask itself comes from the device's counter-based generator).
 type Dropout struct {
 	P        float64
 	Training bool
 	Rng      *rand.Rand
-	host     []float32
 	mask, y  *tensor.Tensor
 	dx       *tensor.Tensor
 	active   bool
@@ -157,21 +157,8 @@ func (dr *Dropout) Forward(x *tensor.Tensor) *tensor.Tensor {
 		return x
 	}
 	d := x.Dev
-	n := x.Len()
-	if cap(dr.host) < n {
-		dr.host = make([]float32, n)
-	}
-	h := dr.host[:n]
-	keep := float32(1 / (1 - dr.P))
-	for i := range h {
-		if dr.Rng.Float64() < dr.P {
-			h[i] = 0
-		} else {
-			h[i] = keep
-		}
-	}
 	dr.mask = tensor.Ensure(d, dr.mask, x.Shape...)
-	d.Upload(dr.mask, h)
+	d.DropoutMask(dr.mask, float32(dr.P), dr.Rng.Uint64())
 	dr.y = tensor.Ensure(d, dr.y, x.Shape...)
 	d.Mul(dr.y, x, dr.mask)
 	return dr.y

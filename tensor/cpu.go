@@ -94,16 +94,24 @@ func (d *CPU) par(n, grain int, f func(lo, hi int)) {
 	wg.Wait()
 }
 
-// parSum is par for kernels that return a partial sum.
+// parSum is par for kernels that return a partial sum. Partials are added in chunk order, so the result does not
+// depend on goroutine scheduling (training resumes bit-exactly).
 func (d *CPU) parSum(n, grain int, f func(lo, hi int) float64) float64 {
-	var mu sync.Mutex
-	total := 0.0
-	d.par(n, grain, func(lo, hi int) {
-		s := f(lo, hi)
-		mu.Lock()
-		total += s
-		mu.Unlock()
+	if n <= 0 {
+		return 0
+	}
+	chunks := max(1, min(d.threads, n/max(grain, 1)))
+	step := (n + chunks - 1) / chunks
+	parts := make([]float64, chunks)
+	d.par(chunks, 1, func(lo, hi int) {
+		for c := lo; c < hi; c++ {
+			parts[c] = f(c*step, min((c+1)*step, n))
+		}
 	})
+	total := 0.0
+	for _, p := range parts {
+		total += p
+	}
 	return total
 }
 
@@ -419,6 +427,13 @@ func (d *CPU) Adam(w, g, m, v *Tensor, lr, b1, b2, eps, wd, bc1, bc2 float32) {
 	d.par(w.n, elemGrain, func(lo, hi int) {
 		C.k_adam(pw, pg, pm, pv, C.float(lr), C.float(b1), C.float(b2), C.float(eps), C.float(wd), C.float(bc1),
 			C.float(bc2), C.long(lo), C.long(hi))
+	})
+}
+
+func (d *CPU) DropoutMask(mask *Tensor, p float32, seed uint64) {
+	pm := ptr(mask)
+	d.par(mask.n, elemGrain, func(lo, hi int) {
+		C.k_dropout_mask(pm, C.float(p), C.ulong(seed), C.long(lo), C.long(hi))
 	})
 }
 

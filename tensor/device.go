@@ -100,6 +100,9 @@ type Device interface {
 
 	// Adam updates w in place from g with moments m and v; bc1 and bc2 are 1−β₁ᵗ and 1−β₂ᵗ; wd is decoupled (AdamW).
 	Adam(w, g, m, v *Tensor, lr, b1, b2, eps, wd, bc1, bc2 float32)
+	// DropoutMask sets mask[i] to 0 with probability p and to 1/(1−p) otherwise, from a counter-based hash of
+	// (seed, i), so every device draws the same mask for the same seed.
+	DropoutMask(mask *Tensor, p float32, seed uint64)
 	// EMA sets ema = decay·ema + (1−decay)·w.
 	EMA(ema, w *Tensor, decay float32)
 }

@@ -476,3 +476,19 @@ void k_copy_blocks(float *dst, long dstStride, const float *src, long srcStride,
 			memcpy(d, s, blockLen * sizeof(float));
 	}
 }
+
+// splitmix64 of (seed, i): a counter-based generator, identical on every device.
+static inline uint64_t mix64(uint64_t z) {
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+HOT void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi) {
+	uint32_t thr = (uint32_t)((double)p * 4294967296.0);
+	float keep = 1.0f / (1.0f - p);
+	for (long i = lo; i < hi; i++) {
+		uint32_t r = (uint32_t)(mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1)) >> 32);
+		m[i] = r < thr ? 0.0f : keep;
+	}
+}

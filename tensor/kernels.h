@@ -41,3 +41,4 @@ void k_adam(float *w, const float *g, float *m, float *v, float lr, float b1, fl
 void k_ema(float *e, const float *w, float decay, long lo, long hi);
 void k_copy_blocks(float *dst, long dstStride, const float *src, long srcStride, long blockLen, int acc, long lo,
                    long hi);
+void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi);
