@@ -4,12 +4,15 @@
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK=${DAE_STACK_DIR:-$ROOT/.stack}
 
-# Non-default ports, so a system Postgres (5432), NATS (4222) or MinIO (9000) can run beside us.
-PG_PORT=${DAE_PG_PORT:-15432}
-NATS_PORT=${DAE_NATS_PORT:-14222}
-NATS_HTTP_PORT=${DAE_NATS_HTTP_PORT:-18222}
-S3_PORT=${DAE_S3_PORT:-19000}
-S3_CONSOLE_PORT=${DAE_S3_CONSOLE_PORT:-19001}
+# Non-default ports, so a system Postgres (5432), NATS (4222) or MinIO (9000) can run beside us. DAE_*_PORT
+# choose others; the choice is kept in $STACK/ports so that later runs find the services where they are.
+# shellcheck source=/dev/null
+[[ -s $STACK/ports ]] && source "$STACK/ports"
+PG_PORT=${DAE_PG_PORT:-${PG_PORT:-15432}}
+NATS_PORT=${DAE_NATS_PORT:-${NATS_PORT:-14222}}
+NATS_HTTP_PORT=${DAE_NATS_HTTP_PORT:-${NATS_HTTP_PORT:-18222}}
+S3_PORT=${DAE_S3_PORT:-${S3_PORT:-19000}}
+S3_CONSOLE_PORT=${DAE_S3_CONSOLE_PORT:-${S3_CONSOLE_PORT:-19001}}
 
 # Pinned server versions, built with `go install` and cached in $STACK/bin under versioned names.
 NATS_MODULE=github.com/nats-io/nats-server/v2
