@@ -58,6 +58,7 @@ func (a *Attention) Forward(x *tensor.Tensor) *tensor.Tensor {
 }
 
 func (a *Attention) Backward(dy *tensor.Tensor) *tensor.Tensor {
+	checkGrad(a.Name, dy, a.y.Shape)
 	d := dy.Dev
 	n, c, t := a.n, a.C, a.t
 	scale := float32(1 / math.Sqrt(float64(c)))

@@ -18,6 +18,7 @@ func (s *SiLU) Forward(x *tensor.Tensor) *tensor.Tensor {
 }
 
 func (s *SiLU) Backward(dy *tensor.Tensor) *tensor.Tensor {
+	checkGrad("silu", dy, s.x.Shape)
 	s.dx = tensor.Ensure(dy.Dev, s.dx, s.x.Shape...)
 	dy.Dev.SiLUBackward(s.dx, s.x, dy)
 	return s.dx
@@ -43,6 +44,7 @@ func (p *AvgPool2) Forward(x *tensor.Tensor) *tensor.Tensor {
 
 func (p *AvgPool2) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	s := p.shape
+	checkGrad(p.Name+" avgpool", dy, []int{s[0], s[1], s[2] / 2, s[3] / 2})
 	p.dx = tensor.Ensure(dy.Dev, p.dx, s...)
 	dy.Dev.AvgPool2Backward(p.dx, dy, s[0]*s[1], s[2], s[3])
 	return p.dx
@@ -68,6 +70,7 @@ func (u *Upsample2) Forward(x *tensor.Tensor) *tensor.Tensor {
 
 func (u *Upsample2) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	s := u.shape
+	checkGrad(u.Name+" upsample", dy, []int{s[0], s[1], 2 * s[2], 2 * s[3]})
 	u.dx = tensor.Ensure(dy.Dev, u.dx, s...)
 	dy.Dev.Upsample2Backward(u.dx, dy, s[0]*s[1], s[2], s[3])
 	return u.dx
@@ -104,10 +107,11 @@ func (c *Concat) Forward(a, b *tensor.Tensor) *tensor.Tensor {
 
 // Backward splits dy into the gradients of a and b.
 func (c *Concat) Backward(dy *tensor.Tensor) (da, db *tensor.Tensor) {
+	checkGrad(c.Name+" concat", dy, c.y.Shape)
 	d := dy.Dev
-	n := dy.Shape[0]
+	n := c.y.Shape[0]
 	sp := dy.Len() / (n * (c.ca + c.cb))
-	rest := dy.Shape[2:]
+	rest := c.y.Shape[2:]
 	c.da = tensor.Ensure(d, c.da, append([]int{n, c.ca}, rest...)...)
 	c.db = tensor.Ensure(d, c.db, append([]int{n, c.cb}, rest...)...)
 	tot := (c.ca + c.cb) * sp
@@ -135,6 +139,7 @@ func (s *SpatialMean) Forward(x *tensor.Tensor) *tensor.Tensor {
 
 func (s *SpatialMean) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	sh := s.shape
+	checkGrad("global average pool", dy, []int{sh[0], sh[1], 1, 1})
 	s.dx = tensor.Ensure(dy.Dev, s.dx, sh...)
 	dy.Dev.SpatialMeanBackward(s.dx, dy, sh[0]*sh[1], sh[2]*sh[3])
 	return s.dx
@@ -168,6 +173,7 @@ func (dr *Dropout) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	if !dr.active {
 		return dy
 	}
+	checkGrad("dropout", dy, dr.y.Shape)
 	dr.dx = tensor.Ensure(dy.Dev, dr.dx, dy.Shape...)
 	dy.Dev.Mul(dr.dx, dy, dr.mask)
 	return dr.dx
@@ -195,7 +201,22 @@ func TimestepEmbedding(t []float32, dim int, maxPeriod float64) []float32 {
 }
 
 // MSELoss returns mean((p−t)²) and writes its gradient with respect to p into grad (if not nil).
-func MSELoss(grad, p, t *tensor.Tensor) float64 { return p.Dev.MSE(grad, p, t, 1) }
+func MSELoss(grad, p, t *tensor.Tensor) float64 {
+	checkLoss("mse loss", grad, p, t)
+	return p.Dev.MSE(grad, p, t, 1)
+}
 
 // L1Loss returns mean|p−t| and writes its gradient into grad (if not nil).
-func L1Loss(grad, p, t *tensor.Tensor) float64 { return p.Dev.L1(grad, p, t, 1) }
+func L1Loss(grad, p, t *tensor.Tensor) float64 {
+	checkLoss("l1 loss", grad, p, t)
+	return p.Dev.L1(grad, p, t, 1)
+}
+
+func checkLoss(name string, grad, p, t *tensor.Tensor) {
+	if t.Len() != p.Len() {
+		shapeFail(name+" target", t, "%v like the prediction", p.Shape)
+	}
+	if grad != nil && grad.Len() != p.Len() {
+		shapeFail(name+" gradient", grad, "%v like the prediction", p.Shape)
+	}
+}

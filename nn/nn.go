@@ -104,6 +104,14 @@ func shapeFail(layer string, x *tensor.Tensor, want string, args ...any) {
 	panic(&ShapeError{Layer: layer, Got: append([]int(nil), x.Shape...), Want: fmt.Sprintf(want, args...)})
 }
 
+// checkGrad stops a gradient whose size differs from the layer's output before a kernel reads past its end. Only
+// the size is checked, so that callers may pass a reshaped view.
+func checkGrad(layer string, dy *tensor.Tensor, shape []int) {
+	if dy.Len() != tensor.Numel(shape...) {
+		shapeFail(layer+" backward", dy, "%v", shape)
+	}
+}
+
 // Init fills parameters on the host and uploads them.
 type Init struct {
 	Rng *rand.Rand

@@ -56,6 +56,7 @@ func (g *GroupNorm) Forward(x *tensor.Tensor, mod tensor.GNMod) *tensor.Tensor {
 
 // Backward returns dL/dx; the gradients of the mod's scale, shift and z-scale are left in DScale, DShift, DZ.
 func (g *GroupNorm) Backward(dy *tensor.Tensor) *tensor.Tensor {
+	checkGrad(g.Name, dy, g.x.Shape)
 	d := dy.Dev
 	n, hw := g.dims(g.x)
 	g.dx = tensor.Ensure(d, g.dx, g.x.Shape...)
@@ -107,6 +108,7 @@ func (l *LayerNorm) Forward(x *tensor.Tensor) *tensor.Tensor {
 }
 
 func (l *LayerNorm) Backward(dy *tensor.Tensor) *tensor.Tensor {
+	checkGrad(l.Name, dy, l.x.Shape)
 	d := dy.Dev
 	n := l.x.Shape[0]
 	l.dx = tensor.Ensure(d, l.dx, n, l.D)
