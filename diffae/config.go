@@ -214,7 +214,7 @@ func Preset(name string) (*Config, error) {
 			EmbedChannels: 512, EncOutChannels: 512, Dropout: 0.1, ResnetTwoCond: true,
 			LatentNet: latentPreset(512, 512, 6)}
 	case "tiny":
-		c = Config{ImageSize: 16, InChannels: 3, ModelChannels: 16, ChannelMult: []int{1, 2},
+		c = Config{ImageSize: 16, InChannels: 3, ModelChannels: 32, ChannelMult: []int{1, 2},
 			EncChannelMult: []int{1, 2, 2}, AttentionResolutions: []int{8}, NumResBlocks: 1,
 			EmbedChannels: 32, EncOutChannels: 32, Dropout: 0, ResnetTwoCond: true,
 			LatentNet: latentPreset(32, 64, 3)}
