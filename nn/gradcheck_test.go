@@ -279,6 +279,8 @@ func TestGradGroupNorm(t *testing.T) {
 		{1, 64, []int{2, 2}, 0}, // 32 groups of 2
 		{3, 64, []int{1, 1}, 0}, // 1×1 spatial: 2 values per group
 		{2, 12, []int{7}, 4},    // [N, C, T]
+		{1, 8, []int{5, 7}, 4},  // rows of 35: the kernels' 16-lane blocks and a tail
+		{2, 4, []int{32}, 2},    // rows of exactly two blocks
 	}
 	for _, sh := range shapes {
 		for _, m := range mods {

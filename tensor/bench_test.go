@@ -1,0 +1,127 @@
+package tensor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// Run with: go test -bench . -run '^$' ./tensor
+// Every benchmark uses a 2-thread CPU device, the machine the targets are set for.
+
+func benchDev() *CPU { return NewCPU(2) }
+
+func randn(d *CPU, rng *rand.Rand, shape ...int) *Tensor {
+	t := d.New(shape...)
+	for i := range t.Data {
+		t.Data[i] = float32(rng.NormFloat64())
+	}
+	return t
+}
+
+func BenchmarkSgemm(b *testing.B) {
+	d := benchDev()
+	rng := rand.New(rand.NewPCG(1, 1))
+	for _, s := range []struct{ m, n, k int }{{64, 1024, 576}, {512, 512, 512}, {2048, 2048, 2048}} {
+		b.Run(fmt.Sprintf("%dx%dx%d", s.m, s.n, s.k), func(b *testing.B) {
+			a, bb, c := randn(d, rng, s.m, s.k), randn(d, rng, s.k, s.n), d.New(s.m, s.n)
+			g := GemmArgs{M: s.m, N: s.n, K: s.k, Alpha: 1, A: a, B: bb, C: c}
+			d.Gemm(g)
+			b.ResetTimer()
+			for b.Loop() {
+				d.Gemm(g)
+			}
+			b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+		})
+	}
+}
+
+// The model's most common normalisation: [32, 64, 32, 32] in 32 groups with AdaGN scale and shift and SiLU.
+const bn, bc, bhw, bg = 32, 64, 32 * 32, 32
+
+func perElem(b *testing.B) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(bn*bc*bhw), "ns/elem")
+}
+
+type gnBench struct {
+	x, y, dy, dx, t, dt, gamma, beta, mean, rstd, dgamma, dbeta *Tensor
+	mod                                                          GNMod
+	dsc, dsh                                                     *Tensor
+}
+
+func newGNBench(d *CPU) *gnBench {
+	rng := rand.New(rand.NewPCG(2, 2))
+	g := &gnBench{x: randn(d, rng, bn, bc, bhw), dy: randn(d, rng, bn, bc, bhw), y: d.New(bn, bc, bhw),
+		dx: d.New(bn, bc, bhw), t: d.New(bn, bc, bhw), dt: d.New(bn, bc, bhw),
+		gamma: randn(d, rng, bc), beta: randn(d, rng, bc), mean: d.New(bn, bg), rstd: d.New(bn, bg),
+		dgamma: d.New(bc), dbeta: d.New(bc), dsc: d.New(bn, bc), dsh: d.New(bn, bc)}
+	g.mod = GNMod{Scale: randn(d, rng, bn, bc), Shift: randn(d, rng, bn, bc), SiLU: true}
+	return g
+}
+
+func BenchmarkGroupNorm(b *testing.B) {
+	d := benchDev()
+	g := newGNBench(d)
+	noSiLU := g.mod
+	noSiLU.SiLU = false
+	grads := GNGrads{DX: g.dx, DGamma: g.dgamma, DBeta: g.dbeta, DScale: g.dsc, DShift: g.dsh}
+	b.Run("fused-silu/forward", func(b *testing.B) {
+		for b.Loop() {
+			d.GroupNorm(g.y, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, 1e-5, g.mod)
+		}
+		perElem(b)
+	})
+	b.Run("fused-silu/backward", func(b *testing.B) {
+		d.GroupNorm(g.y, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, 1e-5, g.mod)
+		for b.Loop() {
+			d.GroupNormBackward(grads, g.dy, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, g.mod)
+		}
+		perElem(b)
+	})
+	// The same work un-fused: group norm with scale/shift, then a separate SiLU pass (and its backward).
+	b.Run("unfused/forward", func(b *testing.B) {
+		for b.Loop() {
+			d.GroupNorm(g.t, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, 1e-5, noSiLU)
+			d.SiLU(g.y, g.t)
+		}
+		perElem(b)
+	})
+	b.Run("unfused/backward", func(b *testing.B) {
+		d.GroupNorm(g.t, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, 1e-5, noSiLU)
+		for b.Loop() {
+			d.SiLUBackward(g.dt, g.t, g.dy)
+			d.GroupNormBackward(grads, g.dt, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, noSiLU)
+		}
+		perElem(b)
+	})
+	b.Run("plain/forward", func(b *testing.B) {
+		for b.Loop() {
+			d.GroupNorm(g.y, g.x, g.gamma, g.beta, g.mean, g.rstd, bn, bc, bhw, bg, 1e-5, GNMod{})
+		}
+		perElem(b)
+	})
+}
+
+func BenchmarkSiLU(b *testing.B) {
+	d := benchDev()
+	g := newGNBench(d)
+	b.Run("forward", func(b *testing.B) {
+		for b.Loop() {
+			d.SiLU(g.y, g.x)
+		}
+		perElem(b)
+	})
+	b.Run("backward", func(b *testing.B) {
+		for b.Loop() {
+			d.SiLUBackward(g.dx, g.x, g.dy)
+		}
+		perElem(b)
+	})
+	// A memory-bound yardstick: one read, one write.
+	b.Run("copy", func(b *testing.B) {
+		for b.Loop() {
+			d.Copy(g.y, g.x)
+		}
+		perElem(b)
+	})
+}
