@@ -209,10 +209,11 @@ func Preset(name string) (*Config, error) {
 			EncChannelMult: []int{1, 2, 2, 4}, AttentionResolutions: []int{16}, NumResBlocks: 2,
 			EmbedChannels: 512, EncOutChannels: 512, Dropout: 0.1, ResnetTwoCond: true}
 	case "fmnist32":
+		// fm32's layout with one ResBlock per level (two on the way up): sized for training on a 2-core CPU.
 		c = Config{ImageSize: 32, InChannels: 1, ModelChannels: 32, ChannelMult: []int{1, 2, 2},
-			EncChannelMult: []int{1, 2, 2, 4}, AttentionResolutions: []int{16}, NumResBlocks: 2,
+			EncChannelMult: []int{1, 2, 2, 4}, AttentionResolutions: []int{16}, NumResBlocks: 1,
 			EmbedChannels: 512, EncOutChannels: 512, Dropout: 0.1, ResnetTwoCond: true,
-			LatentNet: latentPreset(512, 512, 6)}
+			LatentNet: latentPreset(512, 512, 4)}
 	case "tiny":
 		c = Config{ImageSize: 16, InChannels: 3, ModelChannels: 32, ChannelMult: []int{1, 2},
 			EncChannelMult: []int{1, 2, 2}, AttentionResolutions: []int{8}, NumResBlocks: 1,

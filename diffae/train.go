@@ -330,6 +330,9 @@ func (t *Trainer) Resume(path string) error {
 		}
 		d.Upload(t.EMA.Shadow.List[i].W, e)
 	}
+	t.Opts = st.Options
+	t.State.Options = st.Options
+	t.Opt.LR, t.Opt.WeightDecay = float32(st.Options.LR), float32(st.Options.WeightDecay)
 	t.Opt.Step = st.Step
 	t.State.Step = st.Step
 	t.State.Loss = st.Loss

@@ -182,6 +182,10 @@ func WriteSafetensors(path string, ts []STTensor, dtype string, meta map[string]
 		os.Remove(tmp.Name())
 		return err
 	}
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
 	return os.Rename(tmp.Name(), path)
 }
 

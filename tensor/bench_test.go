@@ -45,8 +45,8 @@ func perElem(b *testing.B) {
 
 type gnBench struct {
 	x, y, dy, dx, t, dt, gamma, beta, mean, rstd, dgamma, dbeta *Tensor
-	mod                                                          GNMod
-	dsc, dsh                                                     *Tensor
+	mod                                                         GNMod
+	dsc, dsh                                                    *Tensor
 }
 
 func newGNBench(d *CPU) *gnBench {

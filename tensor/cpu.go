@@ -4,8 +4,43 @@ package tensor
 #cgo CFLAGS: -O3
 #cgo LDFLAGS: -lopenblas -lm
 #include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #include "kernels.h"
 void openblas_set_num_threads(int);
+char *openblas_get_corename(void);
+void gotoblas_dynamic_init(void);
+void gotoblas_dynamic_quit(void);
+
+static int core_rank(const char *n) {
+	static const char *avx512[] = {"skylakex", "cooperlake", "sapphirerapids", 0};
+	static const char *avx2[] = {"haswell", "zen", "skylakex", "cooperlake", "sapphirerapids", 0};
+	for (int i = 0; avx512[i]; i++) if (strcasecmp(n, avx512[i]) == 0) return 2;
+	for (int i = 0; avx2[i]; i++) if (strcasecmp(n, avx2[i]) == 0) return 1;
+	return 0;
+}
+
+// OpenBLAS picks its kernels by CPU model and falls back to the SSE3 "Prescott" kernels on models it does not
+// know (virtual CPUs often report none), which costs 3-5x. When the CPU has AVX-512 or AVX2 but OpenBLAS chose a
+// weaker core, and the user did not choose one, switch to the matching core.
+static const char *dae_openblas_core(void) {
+	const char *name = openblas_get_corename();
+	if (getenv("OPENBLAS_CORETYPE")) return name;
+	__builtin_cpu_init();
+	int want = 0;
+	const char *core = 0;
+	if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
+		want = 2; core = "SkylakeX";
+	} else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+		want = 1; core = "Haswell";
+	}
+	if (want == 0 || core_rank(name) >= want) return name;
+	setenv("OPENBLAS_CORETYPE", core, 1);
+	gotoblas_dynamic_quit();
+	gotoblas_dynamic_init();
+	return openblas_get_corename();
+}
 */
 import "C"
 
@@ -22,19 +57,30 @@ type CPU struct {
 	scratch sync.Pool
 }
 
-// NewCPU returns the CPU device using threads cores (0: GOMAXPROCS) for OpenBLAS and for its own kernels.
+// NewCPU returns the CPU device using threads cores (0: GOMAXPROCS). OpenBLAS is set to one thread: the device
+// splits each product over the cores itself.
 func NewCPU(threads int) *CPU {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	C.openblas_set_num_threads(C.int(threads))
+	blasInit.Do(func() { blasCore = C.GoString(C.dae_openblas_core()) })
+	C.openblas_set_num_threads(1)
 	return &CPU{threads: threads}
 }
+
+// The OpenBLAS kernel choice is process-wide and made once.
+var (
+	blasInit sync.Once
+	blasCore string
+)
+
+// BLASCore names the OpenBLAS kernel set in use.
+func BLASCore() string { return blasCore }
 
 // Threads is the number of cores the device uses.
 func (d *CPU) Threads() int { return d.threads }
 
-func (d *CPU) Name() string { return fmt.Sprintf("cpu(%d threads, OpenBLAS)", d.threads) }
+func (d *CPU) Name() string { return fmt.Sprintf("cpu(%d threads, OpenBLAS %s)", d.threads, blasCore) }
 
 func (d *CPU) New(shape ...int) *Tensor {
 	n := Numel(shape...)
@@ -142,14 +188,57 @@ func (d *CPU) Gemm(g GemmArgs) {
 		tb = C.CblasTrans
 	}
 	batch := max(g.Batch, 1)
-	pa, pb, pc := ptr(g.A), ptr(g.B), ptr(g.C)
-	for i := 0; i < batch; i++ {
-		a := (*C.float)(unsafe.Add(unsafe.Pointer(pa), 4*i*g.StrideA))
-		b := (*C.float)(unsafe.Add(unsafe.Pointer(pb), 4*i*g.StrideB))
-		c := (*C.float)(unsafe.Add(unsafe.Pointer(pc), 4*i*g.StrideC))
-		C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(g.M), C.blasint(g.N), C.blasint(g.K), C.float(g.Alpha),
-			a, C.blasint(lda), b, C.blasint(ldb), C.float(g.Beta), c, C.blasint(ldc))
+	pa, pb, pc := unsafe.Pointer(ptr(g.A)), unsafe.Pointer(ptr(g.B)), unsafe.Pointer(ptr(g.C))
+	// sub runs rows [m0,m1) and columns [n0,n1) of product i on the calling thread.
+	sub := func(i, m0, m1, n0, n1 int) {
+		a := unsafe.Add(pa, 4*i*g.StrideA)
+		b := unsafe.Add(pb, 4*i*g.StrideB)
+		c := unsafe.Add(pc, 4*(i*g.StrideC+m0*ldc+n0))
+		if g.TransA {
+			a = unsafe.Add(a, 4*m0)
+		} else {
+			a = unsafe.Add(a, 4*m0*lda)
+		}
+		if g.TransB {
+			b = unsafe.Add(b, 4*n0*ldb)
+		} else {
+			b = unsafe.Add(b, 4*n0)
+		}
+		C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m1-m0), C.blasint(n1-n0), C.blasint(g.K), C.float(g.Alpha),
+			(*C.float)(a), C.blasint(lda), (*C.float)(b), C.blasint(ldb), C.float(g.Beta), (*C.float)(c), C.blasint(ldc))
 	}
+	// OpenBLAS runs single-threaded; the products are split over the cores here, so that its idle worker threads
+	// never spin against the element-wise kernels.
+	work := float64(g.M) * float64(g.N) * float64(g.K) * float64(batch)
+	switch {
+	case d.threads == 1 || work < 1<<18:
+		for i := 0; i < batch; i++ {
+			sub(i, 0, g.M, 0, g.N)
+		}
+	case batch >= d.threads:
+		d.par(batch, 1, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				sub(i, 0, g.M, 0, g.N)
+			}
+		})
+	case g.N >= g.M:
+		d.splitGemm(batch, g.N, func(i, lo, hi int) { sub(i, 0, g.M, lo, hi) })
+	default:
+		d.splitGemm(batch, g.M, func(i, lo, hi int) { sub(i, lo, hi, 0, g.N) })
+	}
+}
+
+// splitGemm runs f over every product i and a split of [0, n) into one range per thread (multiples of 16).
+func (d *CPU) splitGemm(batch, n int, f func(i, lo, hi int)) {
+	chunk := (n + d.threads - 1) / d.threads
+	chunk = (chunk + 15) &^ 15
+	parts := (n + chunk - 1) / chunk
+	d.par(batch*parts, 1, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			i, p := j/parts, j%parts
+			f(i, p*chunk, min((p+1)*chunk, n))
+		}
+	})
 }
 
 func (d *CPU) Zero(t *Tensor) { clear(t.Data) }

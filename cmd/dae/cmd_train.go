@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"dae/diffae"
+	"dae/tensor"
+)
+
+func init() {
+	register(command{"train", "train the autoencoder (or, with --baseline, the DDIM baseline) on images", runTrain})
+}
+
+func runTrain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("train", flag.ContinueOnError)
+	preset := fs.String("preset", "fmnist32", "model configuration preset for a new run: "+fmt.Sprint(diffae.PresetNames()))
+	data := fs.String("data", "", "Fashion-MNIST IDX folder, or a folder of images (default: the Debian Fashion-MNIST)")
+	baseline := fs.Bool("baseline", false, "train the DDIM baseline (no semantic encoder) instead of Diff-AE")
+	out := fs.String("out", "", "checkpoint to write (and to resume from if it exists)")
+	steps := fs.Int("steps", 10000, "train until this many steps in all")
+	minutes := fs.Float64("minutes", 0, "stop after this many minutes (0: no limit), checkpointing first")
+	batch := fs.Int("batch", 16, "images per step")
+	lr := fs.Float64("lr", 1e-4, "Adam learning rate")
+	every := fs.Int("checkpoint-every", 200, "write the checkpoint every N steps")
+	seed := fs.Uint64("seed", 1, "seed of initialisation, data order, noise and dropout")
+	noFlip := fs.Bool("no-flip", false, "disable random horizontal flips")
+	logPath := fs.String("log", "", "loss log (CSV: step,loss,images_per_s); default OUT.loss.csv")
+	threads := fs.Int("threads", 0, "CPU threads (0: all)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: dae train --out MODEL.safetensors [--preset fmnist32] [--data DIR] [--baseline] [--steps N]\n\nTrains with Adam, gradient clipping and EMA; writes a checkpoint every N steps and on Ctrl-C,\nand resumes exactly from --out when it exists.")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	dev := tensor.NewCPU(*threads)
+	var m *diffae.Model
+	resume := false
+	if _, err := os.Stat(*out); err == nil {
+		if m, err = diffae.Load(dev, *out); err != nil {
+			return err
+		}
+		resume = true
+	} else {
+		cfg, err := diffae.Preset(*preset)
+		if err != nil {
+			return fmt.Errorf("%w: --preset: %v", errUsage, err)
+		}
+		if *baseline {
+			cfg = cfg.Baseline()
+		}
+		m = diffae.New(dev, cfg, *seed)
+	}
+	imgs, err := loadImages(*data, "train", m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return err
+	}
+	tr := diffae.NewImageTrainer(m, imgs, imgs.N, diffae.TrainOptions{Batch: *batch, LR: *lr, Flip: !*noFlip, Seed: *seed})
+	if resume {
+		if err := tr.Resume(*out); err != nil {
+			return err
+		}
+		// The options of the run being resumed win, so that the continuation is the same run.
+		fmt.Fprintf(os.Stderr, "resuming %s at step %d\n", *out, tr.State.Step)
+	}
+	if *logPath == "" {
+		*logPath = *out + ".loss.csv"
+	}
+	return trainLoop(ctx, tr, *out, *logPath, *steps, *every, *minutes, m.Describe()+" on "+dev.Name())
+}
+
+// trainLoop runs steps until total, writing the checkpoint every `every` steps, at the end and when ctx ends, with
+// a live progress line and a CSV loss log.
+func trainLoop(ctx context.Context, tr *diffae.Trainer, out, logPath string, total, every int, minutes float64,
+	what string) error {
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return err
+	}
+	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lf.Close()
+	if st, _ := lf.Stat(); st != nil && st.Size() == 0 {
+		fmt.Fprintln(lf, "step,loss,images_per_s")
+	}
+	fmt.Fprintf(os.Stderr, "training %s: steps %d..%d, batch %d\n", what, tr.State.Step, total, tr.Opts.Batch)
+	start := time.Now()
+	var deadline time.Time
+	if minutes > 0 {
+		deadline = start.Add(time.Duration(minutes * float64(time.Minute)))
+	}
+	first := tr.State.Step
+	ema := 0.0
+	for tr.State.Step < total {
+		if ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
+			break
+		}
+		loss, err := tr.Step()
+		if err != nil {
+			return err
+		}
+		if ema == 0 {
+			ema = loss
+		}
+		ema = 0.98*ema + 0.02*loss
+		done := tr.State.Step - first
+		rate := float64(done*tr.Opts.Batch) / time.Since(start).Seconds()
+		fmt.Fprintf(lf, "%d,%.6f,%.2f\n", tr.State.Step, loss, rate)
+		eta := time.Duration(float64(total-tr.State.Step) * float64(tr.Opts.Batch) / rate * float64(time.Second))
+		fmt.Fprintf(os.Stderr, "\rstep %d/%d  loss %.4f (avg %.4f)  %.1f img/s  ETA %s   ", tr.State.Step, total, loss, ema,
+			rate, eta.Round(time.Second))
+		if every > 0 && tr.State.Step%every == 0 {
+			if err := tr.Checkpoint(out); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Fprintln(os.Stderr)
+	if err := tr.Checkpoint(out); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s at step %d\n", out, tr.State.Step)
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
+		return ctx.Err()
+	}
+	return nil
+}

@@ -1,0 +1,122 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// Gemm against a float64 loop, with transposes, leading dimensions and batches.
+func TestGemm(t *testing.T) {
+	t.Parallel()
+	d := NewCPU(2)
+	rng := rand.New(rand.NewPCG(61, 1))
+	for _, tc := range []struct {
+		ta, tb         bool
+		m, n, k, batch int
+		pad            int // extra columns in every operand's leading dimension
+	}{{false, false, 5, 7, 3, 1, 0}, {true, false, 4, 9, 6, 2, 1}, {false, true, 1, 13, 8, 3, 2}, {true, true, 6, 1, 5, 1, 3}} {
+		rowsA, colsA := tc.m, tc.k
+		if tc.ta {
+			rowsA, colsA = tc.k, tc.m
+		}
+		rowsB, colsB := tc.k, tc.n
+		if tc.tb {
+			rowsB, colsB = tc.n, tc.k
+		}
+		lda, ldb, ldc := colsA+tc.pad, colsB+tc.pad, tc.n+tc.pad
+		sa, sb, sc := rowsA*lda, rowsB*ldb, tc.m*ldc
+		a, b, c := randn(d, rng, tc.batch*sa), randn(d, rng, tc.batch*sb), randn(d, rng, tc.batch*sc)
+		c0 := append([]float32(nil), c.Data...)
+		d.Gemm(GemmArgs{TransA: tc.ta, TransB: tc.tb, M: tc.m, N: tc.n, K: tc.k, Alpha: 0.5, Beta: 2, A: a, B: b, C: c,
+			LDA: lda, LDB: ldb, LDC: ldc, Batch: tc.batch, StrideA: sa, StrideB: sb, StrideC: sc})
+		for bi := range tc.batch {
+			for i := range tc.m {
+				for j := range tc.n {
+					s := 0.0
+					for p := range tc.k {
+						ai := i*lda + p
+						if tc.ta {
+							ai = p*lda + i
+						}
+						bj := p*ldb + j
+						if tc.tb {
+							bj = j*ldb + p
+						}
+						s += float64(a.Data[bi*sa+ai]) * float64(b.Data[bi*sb+bj])
+					}
+					ci := bi*sc + i*ldc + j
+					want := 0.5*s + 2*float64(c0[ci])
+					if math.Abs(float64(c.Data[ci])-want) > 1e-5*(1+math.Abs(want)) {
+						t.Fatalf("%+v: C[%d][%d,%d] = %g, want %g", tc, bi, i, j, c.Data[ci], want)
+					}
+				}
+			}
+			for j := tc.n; j < ldc; j++ { // padding columns are left alone
+				for i := range tc.m {
+					if ci := bi*sc + i*ldc + j; c.Data[ci] != c0[ci] {
+						t.Fatalf("%+v: padding C[%d][%d,%d] written", tc, bi, i, j)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The fast exp inside SiLU and softmax against math.Exp, across the range and at the clamps.
+func TestSiLUAccuracy(t *testing.T) {
+	t.Parallel()
+	d := NewCPU(2)
+	n := 100001
+	x, y, dx, dy := d.New(n), d.New(n), d.New(n), d.New(n)
+	for i := range n {
+		x.Data[i] = float32(-100 + 200*float64(i)/float64(n-1))
+		dy.Data[i] = 1
+	}
+	d.SiLU(y, x)
+	d.SiLUBackward(dx, x, dy)
+	for i, v := range x.Data {
+		xv := float64(v)
+		s := 1 / (1 + math.Exp(-xv))
+		want, dwant := xv*s, s*(1+xv*(1-s))
+		if math.Abs(float64(y.Data[i])-want) > 1e-6*(1+math.Abs(want)) {
+			t.Fatalf("silu(%g) = %g, want %g", v, y.Data[i], want)
+		}
+		if math.Abs(float64(dx.Data[i])-dwant) > 1e-6*(1+math.Abs(dwant)) {
+			t.Fatalf("silu'(%g) = %g, want %g", v, dx.Data[i], dwant)
+		}
+	}
+	sm := d.New(3, 4)
+	copy(sm.Data, []float32{0, 0, 0, 0, 1000, 0, -1000, 0, 1, 2, 3, 4})
+	d.Softmax(sm, sm, 3, 4)
+	e := []float64{math.Exp(-3), math.Exp(-2), math.Exp(-1), 1}
+	z := e[0] + e[1] + e[2] + e[3]
+	for i, want := range []float64{.25, .25, .25, .25, 1, 0, 0, 0, e[0] / z, e[1] / z, e[2] / z, e[3] / z} {
+		if got := float64(sm.Data[i]); math.Abs(got-want) > 1e-6 || math.IsNaN(got) {
+			t.Errorf("softmax [%d] = %g, want %g", i, got, want)
+		}
+	}
+}
+
+// The kernels split work over goroutines by index range: results must not depend on how it was split.
+func TestThreadsAgree(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(62, 1))
+	one, two := NewCPU(1), NewCPU(2)
+	n, c, hw, g := 3, 64, 33*31, 32
+	x := randn(one, rng, n, c, hw)
+	gamma, beta, sc := randn(one, rng, c), randn(one, rng, c), randn(one, rng, n, c)
+	mod := GNMod{Scale: sc, SiLU: true}
+	var outs [2][]float32
+	for i, d := range []*CPU{one, two} {
+		y, m, r := d.New(n, c, hw), d.New(n, g), d.New(n, g)
+		d.GroupNorm(y, x, gamma, beta, m, r, n, c, hw, g, 1e-5, mod)
+		outs[i] = y.Data
+	}
+	for i := range outs[0] {
+		if outs[0][i] != outs[1][i] {
+			t.Fatal(fmt.Sprintf("group norm differs between 1 and 2 threads at %d: %g vs %g", i, outs[0][i], outs[1][i]))
+		}
+	}
+}
