@@ -93,6 +93,8 @@ type Encode struct {
 	Header
 	ImageHash string `json:"image_hash"`       // SHA-256 of the source image, which is stored under ImageKey(hash)
 	Source    string `json:"source,omitempty"` // where the image came from (a path or URL), for people; never used in keys
+	// Steps is the number of DDIM steps of the stochastic encoder (0: the worker's default); -1 asks for z_sem only.
+	Steps int `json:"steps,omitempty"`
 }
 
 // Decode asks for an image decoded from a stored latent.
@@ -373,6 +375,9 @@ func (j *Encode) Validate() error {
 	c.header(j.Header)
 	c.hash("image_hash", j.ImageHash)
 	c.text("source", j.Source, 4096)
+	if j.Steps != 0 {
+		c.intRange("steps", int64(j.Steps), -1, MaxSteps)
+	}
 	return c.result()
 }
 
