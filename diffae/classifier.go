@@ -1,0 +1,412 @@
+package diffae
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+
+	"dae/diffae/metrics"
+)
+
+// Classifier is a linear attribute classifier on normalised z_sem: logit = W·((z−Mean)/Std) + B. The paper's
+// attribute manipulation moves z along W in that normalised space, so the normalisation is part of the
+// classifier and travels with it. ModelID names the autoencoder whose codes it was trained on: codes of another
+// model live in a different space and must not be scored by it.
+type Classifier struct {
+	Attribute string             `json:"attribute"`
+	ModelID   string             `json:"model_id"`
+	W         []float32          `json:"w"`
+	B         float32            `json:"b"`
+	Mean      []float32          `json:"mean"`
+	Std       []float32          `json:"std"`
+	Metrics   map[string]float64 `json:"metrics,omitempty"`
+}
+
+// ClassifierOptions control TrainClassifier. Zero values take the defaults noted per field.
+type ClassifierOptions struct {
+	// Epochs over the training share (default 100).
+	Epochs int
+	// LR is Adam's learning rate (default 1e-3, as in the paper).
+	LR float64
+	// Batch is the minibatch size (default 64).
+	Batch int
+	// PU selects positive–unlabelled training: the false labels are unlabelled rather than negative. They are
+	// counted as negatives and the positives are oversampled to balance them, so a handful of positives is not
+	// drowned by the unlabelled mass.
+	PU bool
+	// Seed makes the hold-out split, the shuffling and the oversampling reproducible.
+	Seed uint64
+	// HoldOut is the share of codes (stratified by label) kept out of training to measure AUROC and accuracy;
+	// 0 means train on everything and leave the metrics empty.
+	HoldOut float64
+}
+
+func (o *ClassifierOptions) fill() {
+	if o.Epochs <= 0 {
+		o.Epochs = 100
+	}
+	if o.LR <= 0 {
+		o.LR = 1e-3
+	}
+	if o.Batch <= 0 {
+		o.Batch = 64
+	}
+}
+
+// LatentMeanStd returns the per-dimension mean and unbiased standard deviation of n codes of size d; zero
+// deviations become 1 so that normalising never divides by zero.
+func LatentMeanStd(z []float32, d int) (mean, std []float32) {
+	n := len(z) / d
+	m := make([]float64, d)
+	v := make([]float64, d)
+	for i := range n {
+		for j := range d {
+			m[j] += float64(z[i*d+j])
+		}
+	}
+	for j := range m {
+		m[j] /= float64(n)
+	}
+	for i := range n {
+		for j := range d {
+			e := float64(z[i*d+j]) - m[j]
+			v[j] += e * e
+		}
+	}
+	mean, std = make([]float32, d), make([]float32, d)
+	for j := range d {
+		mean[j] = float32(m[j])
+		s := 1.0
+		if n > 1 {
+			s = math.Sqrt(v[j] / float64(n-1))
+		}
+		if s == 0 || math.IsNaN(s) {
+			s = 1
+		}
+		std[j] = float32(s)
+	}
+	return mean, std
+}
+
+// TrainClassifier fits a logistic regression (binary cross-entropy, Adam) of labels on the n = len(z)/d codes z,
+// normalised by mean and std (pass the model's latent statistics; nil computes them from z). With o.HoldOut > 0
+// it fills Metrics["auroc"] and Metrics["accuracy"] on the held-out share; Metrics also records the sizes.
+func TrainClassifier(attribute string, z []float32, d int, labels []bool, o ClassifierOptions, mean, std []float32) (*Classifier, error) {
+	o.fill()
+	switch {
+	case d <= 0:
+		return nil, fmt.Errorf("classifier %q: code size %d", attribute, d)
+	case len(z)%d != 0:
+		return nil, fmt.Errorf("classifier %q: %d values are not a whole number of codes of %d", attribute, len(z), d)
+	case len(z)/d != len(labels):
+		return nil, fmt.Errorf("classifier %q: %d codes for %d labels", attribute, len(z)/d, len(labels))
+	case (mean == nil) != (std == nil):
+		return nil, fmt.Errorf("classifier %q: give both mean and std or neither", attribute)
+	case mean != nil && (len(mean) != d || len(std) != d):
+		return nil, fmt.Errorf("classifier %q: normalisation of size %d/%d for codes of %d", attribute, len(mean), len(std), d)
+	case o.HoldOut < 0 || o.HoldOut >= 1:
+		return nil, fmt.Errorf("classifier %q: hold-out share %v not in [0, 1)", attribute, o.HoldOut)
+	}
+	n := len(labels)
+	rng := rand.New(rand.NewPCG(o.Seed, 0x5eed_c1a5))
+	var pos, neg []int
+	for i, l := range labels {
+		if l {
+			pos = append(pos, i)
+		} else {
+			neg = append(neg, i)
+		}
+	}
+	if len(pos) == 0 || len(neg) == 0 {
+		return nil, fmt.Errorf("classifier %q: need both classes, have %d positive and %d %s", attribute, len(pos), len(neg), negName(o.PU))
+	}
+	// Stratified hold-out: each class keeps at least one training example.
+	rng.Shuffle(len(pos), func(i, j int) { pos[i], pos[j] = pos[j], pos[i] })
+	rng.Shuffle(len(neg), func(i, j int) { neg[i], neg[j] = neg[j], neg[i] })
+	hp := min(int(math.Round(o.HoldOut*float64(len(pos)))), len(pos)-1)
+	hn := min(int(math.Round(o.HoldOut*float64(len(neg)))), len(neg)-1)
+	held := append(append([]int{}, pos[:hp]...), neg[:hn]...)
+	trPos, trNeg := pos[hp:], neg[hn:]
+
+	if mean == nil {
+		mean, std = LatentMeanStd(z, d)
+	}
+	c := &Classifier{Attribute: attribute, W: make([]float32, d), Mean: append([]float32(nil), mean...),
+		Std: append([]float32(nil), std...), Metrics: map[string]float64{}}
+	zn := make([]float64, n*d)
+	for i := range n {
+		for j := range d {
+			zn[i*d+j] = float64((z[i*d+j] - mean[j]) / std[j])
+		}
+	}
+
+	// Adam on (w, b) in float64: the problem is small and float32 accumulation would make results depend on
+	// batch order more than necessary.
+	w := make([]float64, d+1) // w[d] is the bias
+	m1 := make([]float64, d+1)
+	m2 := make([]float64, d+1)
+	g := make([]float64, d+1)
+	const beta1, beta2, eps = 0.9, 0.999, 1e-8
+	step := 0
+	for range o.Epochs {
+		order := epochOrder(trPos, trNeg, o.PU, rng)
+		for lo := 0; lo < len(order); lo += o.Batch {
+			batch := order[lo:min(lo+o.Batch, len(order))]
+			clear(g)
+			for _, i := range batch {
+				x := zn[i*d : (i+1)*d]
+				s := w[d]
+				for j, v := range x {
+					s += w[j] * v
+				}
+				y := 0.0
+				if labels[i] {
+					y = 1
+				}
+				r := sigmoid(s) - y // dBCE/dlogit
+				for j, v := range x {
+					g[j] += r * v
+				}
+				g[d] += r
+			}
+			step++
+			inv := 1 / float64(len(batch))
+			c1 := 1 - math.Pow(beta1, float64(step))
+			c2 := 1 - math.Pow(beta2, float64(step))
+			for j := range w {
+				gj := g[j] * inv
+				m1[j] = beta1*m1[j] + (1-beta1)*gj
+				m2[j] = beta2*m2[j] + (1-beta2)*gj*gj
+				w[j] -= o.LR * (m1[j] / c1) / (math.Sqrt(m2[j]/c2) + eps)
+			}
+		}
+	}
+	for j := range d {
+		c.W[j] = float32(w[j])
+	}
+	c.B = float32(w[d])
+	c.Metrics["n_train"] = float64(len(trPos) + len(trNeg))
+	c.Metrics["n_train_positive"] = float64(len(trPos))
+	c.Metrics["n_holdout"] = float64(len(held))
+	if len(held) > 0 {
+		hz := make([]float32, 0, len(held)*d)
+		hl := make([]bool, 0, len(held))
+		for _, i := range held {
+			hz = append(hz, z[i*d:(i+1)*d]...)
+			hl = append(hl, labels[i])
+		}
+		c.Metrics["auroc"], c.Metrics["accuracy"] = c.Evaluate(hz, hl)
+	}
+	return c, nil
+}
+
+func negName(pu bool) string {
+	if pu {
+		return "unlabelled"
+	}
+	return "negative"
+}
+
+// epochOrder is one epoch's shuffled training indices; in PU mode the positives are repeated (with a random
+// remainder) until they match the unlabelled count.
+func epochOrder(pos, neg []int, pu bool, rng *rand.Rand) []int {
+	order := append([]int{}, neg...)
+	if pu && len(pos) < len(neg) {
+		for range len(neg) / len(pos) {
+			order = append(order, pos...)
+		}
+		for range len(neg) % len(pos) {
+			order = append(order, pos[rng.IntN(len(pos))])
+		}
+	} else {
+		order = append(order, pos...)
+	}
+	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	return order
+}
+
+func sigmoid(x float64) float64 {
+	if x >= 0 {
+		return 1 / (1 + math.Exp(-x))
+	}
+	e := math.Exp(x)
+	return e / (1 + e)
+}
+
+// Dim is the code size the classifier expects.
+func (c *Classifier) Dim() int { return len(c.W) }
+
+// Logit scores one code z (len Dim(), not normalised). It panics on a wrong size, a programming error.
+func (c *Classifier) Logit(z []float32) float64 {
+	if len(z) != len(c.W) {
+		panic(fmt.Sprintf("classifier %q: code of %d values, want %d", c.Attribute, len(z), len(c.W)))
+	}
+	s := float64(c.B)
+	for j, v := range z {
+		s += float64(c.W[j]) * float64((v-c.Mean[j])/c.Std[j])
+	}
+	return s
+}
+
+// Prob is p(attribute | z), the sigmoid of Logit.
+func (c *Classifier) Prob(z []float32) float64 { return sigmoid(c.Logit(z)) }
+
+// Logits scores n = len(z)/Dim() codes.
+func (c *Classifier) Logits(z []float32) []float64 {
+	d := len(c.W)
+	out := make([]float64, len(z)/d)
+	for i := range out {
+		out[i] = c.Logit(z[i*d : (i+1)*d])
+	}
+	return out
+}
+
+// Evaluate returns the AUROC of the logits and the accuracy of thresholding p at 0.5 on n codes and their labels.
+// AUROC is NaN when labels hold one class only.
+func (c *Classifier) Evaluate(z []float32, labels []bool) (auroc, acc float64) {
+	s := c.Logits(z)
+	if len(s) != len(labels) {
+		panic(fmt.Sprintf("classifier %q: %d codes for %d labels", c.Attribute, len(s), len(labels)))
+	}
+	pred := make([]bool, len(s))
+	for i, v := range s {
+		pred[i] = v > 0
+	}
+	return metrics.AUROC(s, labels), metrics.Accuracy(pred, labels)
+}
+
+// Validate checks that the sizes agree and the numbers are finite, so a hand-edited or truncated file fails on
+// load rather than producing NaN scores later.
+func (c *Classifier) Validate() error {
+	d := len(c.W)
+	if d == 0 || len(c.Mean) != d || len(c.Std) != d {
+		return fmt.Errorf("classifier %q: sizes w %d, mean %d, std %d", c.Attribute, d, len(c.Mean), len(c.Std))
+	}
+	for j := range d {
+		if !finite(c.W[j]) || !finite(c.Mean[j]) || !finite(c.Std[j]) || c.Std[j] == 0 {
+			return fmt.Errorf("classifier %q: bad value at dimension %d", c.Attribute, j)
+		}
+	}
+	if !finite(c.B) {
+		return fmt.Errorf("classifier %q: bias is not finite", c.Attribute)
+	}
+	return nil
+}
+
+func finite(v float32) bool { return !math.IsNaN(float64(v)) && !math.IsInf(float64(v), 0) }
+
+// classifierFile is the on-disk form: a small JSON document holding one or more classifiers (typically the
+// one-vs-rest set of a labelling), all for the same model.
+type classifierFile struct {
+	Version     int           `json:"version"`
+	Classifiers []*Classifier `json:"classifiers"`
+}
+
+// Save writes c alone to path (see SaveClassifiers).
+func (c *Classifier) Save(path string) error { return SaveClassifiers(path, []*Classifier{c}) }
+
+// SaveClassifiers writes cs to path as JSON, atomically (a temporary file renamed into place), so a reader such
+// as a worker never sees half a file.
+func SaveClassifiers(path string, cs []*Classifier) error {
+	for _, c := range cs {
+		if err := c.Validate(); err != nil {
+			return fmt.Errorf("save %s: %w", path, err)
+		}
+	}
+	b, err := json.Marshal(classifierFile{Version: 1, Classifiers: cs})
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".classifier-*")
+	if err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadClassifiers reads every classifier in a file written by SaveClassifiers.
+func LoadClassifiers(path string) ([]*Classifier, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var f classifierFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("classifier file %s: %w", path, err)
+	}
+	if f.Version != 1 {
+		return nil, fmt.Errorf("classifier file %s: version %d, want 1", path, f.Version)
+	}
+	if len(f.Classifiers) == 0 {
+		return nil, fmt.Errorf("classifier file %s: no classifiers", path)
+	}
+	for _, c := range f.Classifiers {
+		if c == nil {
+			return nil, fmt.Errorf("classifier file %s: null classifier", path)
+		}
+		if err := c.Validate(); err != nil {
+			return nil, fmt.Errorf("classifier file %s: %w", path, err)
+		}
+	}
+	return f.Classifiers, nil
+}
+
+// ErrNoClassifier is returned when a file has no classifier for the requested attribute.
+var ErrNoClassifier = errors.New("no classifier for attribute")
+
+// LoadClassifier reads the classifier for attribute from path; an empty attribute accepts a file holding exactly
+// one classifier.
+func LoadClassifier(path, attribute string) (*Classifier, error) {
+	cs, err := LoadClassifiers(path)
+	if err != nil {
+		return nil, err
+	}
+	return PickClassifier(cs, attribute)
+}
+
+// PickClassifier finds attribute among cs (see LoadClassifier).
+func PickClassifier(cs []*Classifier, attribute string) (*Classifier, error) {
+	if attribute == "" {
+		if len(cs) == 1 {
+			return cs[0], nil
+		}
+		names := make([]string, len(cs))
+		for i, c := range cs {
+			names[i] = c.Attribute
+		}
+		return nil, fmt.Errorf("%d classifiers %v, name an attribute: %w", len(cs), names, ErrNoClassifier)
+	}
+	for _, c := range cs {
+		if c.Attribute == attribute {
+			return c, nil
+		}
+	}
+	return nil, fmt.Errorf("%q: %w", attribute, ErrNoClassifier)
+}
+
+// CheckModel refuses to use c on codes of a model other than the one it was trained for. An empty ModelID on
+// either side (a fresh, unsaved model) is accepted.
+func (c *Classifier) CheckModel(m *Model) error {
+	if c.Dim() != m.Cfg.ZDim() {
+		return fmt.Errorf("classifier %q takes codes of %d, model %s makes %d", c.Attribute, c.Dim(), m.Name(), m.Cfg.ZDim())
+	}
+	if c.ModelID != "" && m.ID != "" && c.ModelID != m.ID {
+		return fmt.Errorf("classifier %q was trained on model %s, not %s", c.Attribute, c.ModelID, m.ID)
+	}
+	return nil
+}
