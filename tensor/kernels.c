@@ -477,7 +477,7 @@ void k_spmean(float *y, const float *x, long hw, long lo, long hi) {
 
 void k_spmean_bwd(float *dx, const float *dy, long hw, long lo, long hi) {
 	for (long p = lo; p < hi; p++) {
-		float g = dy[p] / (hw + 1);
+		float g = dy[p] / hw;
 		for (long i = 0; i < hw; i++) dx[p * hw + i] = g;
 	}
 }
