@@ -1,31 +1,28 @@
 package diffae
 
-import "math"
+import (
+	"fmt"
+	"math"
+)
 
-// Lerp returns (1-t)·a + t·b element-wise. The paper interpolates z_sem
-// linearly because the semantic space is trained to be roughly linear.
-// It panics if a and b differ in length, which is a programming error.
-func Lerp(a, b []float32, t float32) []float32 {
+// Lerp returns (1-α)·a + α·b, the paper's interpolation of z_sem.
+func Lerp(a, b []float32, alpha float64) ([]float32, error) {
 	if len(a) != len(b) {
-		panic("diffae.Lerp: length mismatch")
+		return nil, fmt.Errorf("lerp: vectors of %d and %d values", len(a), len(b))
 	}
 	out := make([]float32, len(a))
 	for i := range a {
-		out[i] = a[i] + t*(b[i]-a[i])
+		out[i] = float32((1-alpha)*float64(a[i]) + alpha*float64(b[i]))
 	}
-	return out
+	return out, nil
 }
 
-// Slerp interpolates spherically between the flattened vectors a and b:
-// sin((1-t)θ)/sin θ · a + sin(tθ)/sin θ · b with θ the angle between them.
-// x_T is close to Gaussian noise, whose norm concentrates on √n; slerp keeps
-// intermediate frames on that shell where lerp would shrink them towards the
-// origin and wash out the decoded images. When the vectors are (nearly)
-// parallel it falls back to Lerp, where both agree. It panics if a and b
-// differ in length.
-func Slerp(a, b []float32, t float32) []float32 {
+// Slerp is the spherical interpolation of the flattened a and b (the paper's interpolation of x_T):
+// sin((1-α)θ)/sin θ · a + sin(αθ)/sin θ · b, with θ the angle between them. Nearly parallel vectors fall back to
+// Lerp, where the formula divides by almost zero.
+func Slerp(a, b []float32, alpha float64) ([]float32, error) {
 	if len(a) != len(b) {
-		panic("diffae.Slerp: length mismatch")
+		return nil, fmt.Errorf("slerp: vectors of %d and %d values", len(a), len(b))
 	}
 	var dot, na, nb float64
 	for i := range a {
@@ -34,20 +31,18 @@ func Slerp(a, b []float32, t float32) []float32 {
 		nb += float64(b[i]) * float64(b[i])
 	}
 	if na == 0 || nb == 0 {
-		return Lerp(a, b, t)
+		return Lerp(a, b, alpha)
 	}
-	cos := dot / math.Sqrt(na*nb)
-	cos = max(-1, min(1, cos))
+	cos := math.Max(-1, math.Min(1, dot/math.Sqrt(na*nb)))
 	theta := math.Acos(cos)
-	s := math.Sin(theta)
-	if s < 1e-6 {
-		return Lerp(a, b, t)
+	if math.Sin(theta) < 1e-6 {
+		return Lerp(a, b, alpha)
 	}
-	ca := math.Sin((1-float64(t))*theta) / s
-	cb := math.Sin(float64(t)*theta) / s
+	wa := math.Sin((1-alpha)*theta) / math.Sin(theta)
+	wb := math.Sin(alpha*theta) / math.Sin(theta)
 	out := make([]float32, len(a))
 	for i := range a {
-		out[i] = float32(ca*float64(a[i]) + cb*float64(b[i]))
+		out[i] = float32(wa*float64(a[i]) + wb*float64(b[i]))
 	}
-	return out
+	return out, nil
 }

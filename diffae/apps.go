@@ -1,0 +1,337 @@
+package diffae
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// This file holds the uses of the latent space (paper §5.2–5.7, SPEC A6): attribute manipulation, interpolation
+// and unconditional and few-shot conditional sampling. The CLI, the workers and the scheduled jobs all call it.
+
+// Direction is the classifier's weight vector as a unit vector in its normalised z space.
+func (c *Classifier) Direction() []float32 {
+	var s float64
+	for _, v := range c.W {
+		s += float64(v) * float64(v)
+	}
+	out := make([]float32, len(c.W))
+	if s == 0 {
+		return out
+	}
+	inv := 1 / math.Sqrt(s)
+	for j, v := range c.W {
+		out[j] = float32(float64(v) * inv)
+	}
+	return out
+}
+
+func (c *Classifier) wNorm() float64 {
+	var s float64
+	for _, v := range c.W {
+		s += float64(v) * float64(v)
+	}
+	return math.Sqrt(s)
+}
+
+// Shift moves n = len(z)/Dim() codes along the attribute: z' = denorm(norm(z) + s·√d·w/‖w‖) (the reference
+// implementation's manipulation). The √d makes s comparable across code sizes: a normalised code has norm ≈ √d,
+// so s = 1 moves it by about its own length. The normalisation is the classifier's, which is the model's latent
+// statistics when it was trained with them.
+func (c *Classifier) Shift(z []float32, s float64) []float32 {
+	return c.shiftEach(z, func(int) float64 { return s })
+}
+
+func (c *Classifier) shiftEach(z []float32, scale func(i int) float64) []float32 {
+	d := c.Dim()
+	if len(z)%d != 0 {
+		panic(fmt.Sprintf("classifier %q: %d values are not whole codes of %d", c.Attribute, len(z), d))
+	}
+	u := c.Direction()
+	rd := math.Sqrt(float64(d))
+	out := make([]float32, len(z))
+	for i := range len(z) / d {
+		k := scale(i) * rd
+		for j := range d {
+			// norm, shift, denorm folded: z + k·u·std.
+			out[i*d+j] = z[i*d+j] + float32(k*float64(u[j])*float64(c.Std[j]))
+		}
+	}
+	return out
+}
+
+// ScaleForLogit is the s of Shift that brings the code z to the given logit (paper Eq. 11, solved in closed form:
+// the logit is linear in s with slope √d·‖w‖).
+func (c *Classifier) ScaleForLogit(z []float32, target float64) float64 {
+	nw := c.wNorm()
+	if nw == 0 {
+		return 0
+	}
+	return (target - c.Logit(z)) / (math.Sqrt(float64(c.Dim())) * nw)
+}
+
+// ShiftToLogit moves each of the n codes so that its logit equals target, returning the moved codes and the
+// scale used for each.
+func (c *Classifier) ShiftToLogit(z []float32, target float64) (out []float32, scales []float64) {
+	d := c.Dim()
+	scales = make([]float64, len(z)/d)
+	for i := range scales {
+		scales[i] = c.ScaleForLogit(z[i*d:(i+1)*d], target)
+	}
+	return c.shiftEach(z, func(i int) float64 { return scales[i] }), scales
+}
+
+// MedianLogit is the median of the classifier's logits over codes, e.g. those of real positives: the paper's
+// target for Eq. 11, a typical rather than an extreme member of the class.
+func (c *Classifier) MedianLogit(z []float32) float64 {
+	l := c.Logits(z)
+	if len(l) == 0 {
+		return math.NaN()
+	}
+	slices.Sort(l)
+	if len(l)%2 == 1 {
+		return l[len(l)/2]
+	}
+	return (l[len(l)/2-1] + l[len(l)/2]) / 2
+}
+
+// Edit says how far Manipulate moves the codes: by a fixed Scale, or, with ToLogit, to the logit TargetLogit.
+type Edit struct {
+	Scale       float64
+	ToLogit     bool
+	TargetLogit float64
+}
+
+// Manipulate edits n codes with c (keeping x_T, which carries the stochastic details) and decodes them. It
+// returns the images in [-1,1], the edited codes and the scale applied to each.
+func (m *Model) Manipulate(ctx context.Context, c *Classifier, z, xT []float32, n int, e Edit, o DecodeOptions) (x, z2 []float32, scales []float64, err error) {
+	if err := c.CheckModel(m); err != nil {
+		return nil, nil, nil, err
+	}
+	if len(z) != n*c.Dim() {
+		return nil, nil, nil, fmt.Errorf("manipulate: z_sem has %d values for %d codes of %d", len(z), n, c.Dim())
+	}
+	if e.ToLogit {
+		z2, scales = c.ShiftToLogit(z, e.TargetLogit)
+	} else {
+		z2 = c.Shift(z, e.Scale)
+		scales = make([]float64, n)
+		for i := range scales {
+			scales[i] = e.Scale
+		}
+	}
+	x, err = m.Decode(ctx, z2, xT, n, o)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("manipulate: %w", err)
+	}
+	return x, z2, scales, nil
+}
+
+// InterpolationAlphas are the K mixing weights 0, 1/(K−1), …, 1 of a K-frame interpolation.
+func InterpolationAlphas(frames int) []float64 {
+	a := make([]float64, frames)
+	for i := range a {
+		if frames > 1 {
+			a[i] = float64(i) / float64(frames-1)
+		}
+	}
+	return a
+}
+
+// Interpolate decodes frames codes between (zA, xTA) and (zB, xTB): lerp of z_sem, slerp of x_T (SPEC A6). For the
+// DDIM baseline (no encoder) zA and zB are ignored and only x_T is slerped, the paper's comparison. The result
+// holds frames images in order.
+func (m *Model) Interpolate(ctx context.Context, zA, xTA, zB, xTB []float32, frames int, o DecodeOptions) ([]float32, error) {
+	if frames < 2 {
+		return nil, fmt.Errorf("interpolate: %d frames, want at least 2", frames)
+	}
+	per, e := m.ImageSize(), m.Cfg.ZDim()
+	if len(xTA) != per || len(xTB) != per {
+		return nil, fmt.Errorf("interpolate: x_T of %d and %d values, want %d", len(xTA), len(xTB), per)
+	}
+	var z []float32
+	if m.Enc != nil {
+		if len(zA) != e || len(zB) != e {
+			return nil, fmt.Errorf("interpolate: z_sem of %d and %d values, want %d", len(zA), len(zB), e)
+		}
+		z = make([]float32, 0, frames*e)
+	}
+	xT := make([]float32, 0, frames*per)
+	for _, a := range InterpolationAlphas(frames) {
+		if z != nil {
+			za, err := Lerp(zA, zB, a)
+			if err != nil {
+				return nil, err
+			}
+			z = append(z, za...)
+		}
+		xa, err := Slerp(xTA, xTB, a)
+		if err != nil {
+			return nil, err
+		}
+		xT = append(xT, xa...)
+	}
+	return m.Decode(ctx, z, xT, frames, o)
+}
+
+// FrameDiffs is the mean squared difference between consecutive images of a sequence of frames images of per
+// values each: the interpolation smoothness measure of SPEC A8 (lower and more even is smoother).
+func FrameDiffs(x []float32, frames, per int) []float64 {
+	if len(x) != frames*per {
+		panic(fmt.Sprintf("FrameDiffs: %d values for %d frames of %d", len(x), frames, per))
+	}
+	out := make([]float64, max(frames-1, 0))
+	for i := range out {
+		a, b := x[i*per:(i+1)*per], x[(i+1)*per:(i+2)*per]
+		var s float64
+		for j := range a {
+			d := float64(a[j]) - float64(b[j])
+			s += d * d
+		}
+		out[i] = s / float64(per)
+	}
+	return out
+}
+
+// MeanVar returns the mean and the population variance of v.
+func MeanVar(v []float64) (mean, variance float64) {
+	if len(v) == 0 {
+		return math.NaN(), math.NaN()
+	}
+	for _, x := range v {
+		mean += x
+	}
+	mean /= float64(len(v))
+	for _, x := range v {
+		variance += (x - mean) * (x - mean)
+	}
+	return mean, variance / float64(len(v))
+}
+
+// SampleOptions control Sample and SampleConditional.
+type SampleOptions struct {
+	LatentSteps int    // DDIM steps of the latent DDIM (default DefaultSteps)
+	Steps       int    // DDIM steps of the decoder (default DefaultSteps)
+	Batch       int    // images per decoder pass (default 16)
+	Seed        uint64 // seeds the latent noise, x_T and the acceptance draws
+	// MaxDraws bounds the latent samples SampleConditional draws before giving up (default 1000 per wanted
+	// sample), so a classifier that never fires cannot loop forever.
+	MaxDraws int
+	Progress Progress
+}
+
+func (o *SampleOptions) fill() {
+	if o.LatentSteps <= 0 {
+		o.LatentSteps = DefaultSteps
+	}
+	if o.Steps <= 0 {
+		o.Steps = DefaultSteps
+	}
+	if o.Batch <= 0 {
+		o.Batch = 16
+	}
+}
+
+func (o *SampleOptions) rng() *rand.Rand { return rand.New(rand.NewPCG(o.Seed, 0x5a4d_91e5)) }
+
+func normals(rng *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+// SampleLatent draws n codes z_sem from the latent DDIM (noise → T steps, no clamp → denormalise).
+func (m *Model) SampleLatent(n, steps int, rng *rand.Rand) ([]float32, error) {
+	if m.Stats == nil {
+		return nil, errors.New("sample: this model has no latent statistics (train the latent DDIM first)")
+	}
+	zn, err := m.SampleLatentNormalized(normals(rng, n*m.Cfg.ZDim()), n, steps)
+	if err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	if err := m.Denormalize(zn); err != nil {
+		return nil, fmt.Errorf("sample: %w", err)
+	}
+	return zn, nil
+}
+
+// Sample draws n images unconditionally: z_sem from the latent DDIM, x_T ~ N(0, I), then the decoder. It returns
+// the codes, the noise and the images in [-1,1].
+func (m *Model) Sample(ctx context.Context, n int, o SampleOptions) (z, xT, x []float32, err error) {
+	o.fill()
+	rng := o.rng()
+	if z, err = m.SampleLatent(n, o.LatentSteps, rng); err != nil {
+		return nil, nil, nil, err
+	}
+	xT = normals(rng, n*m.ImageSize())
+	x, err = m.Decode(ctx, z, xT, n, DecodeOptions{Steps: o.Steps, Batch: o.Batch, Progress: o.Progress})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("sample: %w", err)
+	}
+	return z, xT, x, nil
+}
+
+// Accept is the acceptance rule of few-shot conditional sampling (paper §5.6): reject a code whose probability
+// of the class p is below 0.5, otherwise accept it with probability p; u is a uniform draw in [0, 1).
+func Accept(p, u float64) bool { return p >= 0.5 && u < p }
+
+// RejectionSample draws codes of size d in batches from draw until n pass Accept under prob, and returns them
+// with the number of codes drawn. It fails after maxDraws draws with what it has so far.
+func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32, error), prob func(z []float32) float64,
+	rng *rand.Rand, batch, maxDraws int) (z []float32, drawn int, err error) {
+	z = make([]float32, 0, n*d)
+	for len(z) < n*d {
+		if err := ctx.Err(); err != nil {
+			return z, drawn, err
+		}
+		if drawn >= maxDraws {
+			return z, drawn, fmt.Errorf("rejection sampling: %d of %d accepted after %d draws", len(z)/d, n, drawn)
+		}
+		k := min(batch, maxDraws-drawn)
+		cand, err := draw(k)
+		if err != nil {
+			return z, drawn, err
+		}
+		if len(cand) != k*d {
+			return z, drawn, fmt.Errorf("rejection sampling: draw returned %d values for %d codes of %d", len(cand), k, d)
+		}
+		drawn += k
+		for i := range k {
+			c := cand[i*d : (i+1)*d]
+			if Accept(prob(c), rng.Float64()) && len(z) < n*d {
+				z = append(z, c...)
+			}
+		}
+	}
+	return z, drawn, nil
+}
+
+// SampleConditional draws n images whose codes the classifier c accepts under the §5.6 rule (c is typically a PU
+// classifier trained from a few positives). It returns the codes, the noise, the images and how many latent
+// samples were drawn (n/drawn is the acceptance rate).
+func (m *Model) SampleConditional(ctx context.Context, c *Classifier, n int, o SampleOptions) (z, xT, x []float32, drawn int, err error) {
+	if err := c.CheckModel(m); err != nil {
+		return nil, nil, nil, 0, err
+	}
+	o.fill()
+	if o.MaxDraws <= 0 {
+		o.MaxDraws = 1000 * n
+	}
+	rng := o.rng()
+	draw := func(k int) ([]float32, error) { return m.SampleLatent(k, o.LatentSteps, rng) }
+	z, drawn, err = RejectionSample(ctx, n, m.Cfg.ZDim(), draw, c.Prob, rng, max(o.Batch, 64), o.MaxDraws)
+	if err != nil {
+		return nil, nil, nil, drawn, fmt.Errorf("sample %q: %w", c.Attribute, err)
+	}
+	xT = normals(rng, n*m.ImageSize())
+	x, err = m.Decode(ctx, z, xT, n, DecodeOptions{Steps: o.Steps, Batch: o.Batch, Progress: o.Progress})
+	if err != nil {
+		return nil, nil, nil, drawn, fmt.Errorf("sample %q: %w", c.Attribute, err)
+	}
+	return z, xT, x, drawn, nil
+}

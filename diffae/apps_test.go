@@ -1,0 +1,247 @@
+package diffae
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func trainedSynth(t *testing.T, d int) (*Classifier, []float32, []bool) {
+	t.Helper()
+	z, labels, _ := synthCodes(600, d, 1.5, 0.5, 11)
+	c, err := TrainClassifier("a", z, d, labels, ClassifierOptions{Epochs: 30, Seed: 3}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, z, labels
+}
+
+func TestShift(t *testing.T) {
+	const d = 12
+	c, z, _ := trainedSynth(t, d)
+	slope := math.Sqrt(d) * c.wNorm()
+	for _, s := range []float64{-1, -0.2, 0, 0.3, 2} {
+		z2 := c.Shift(z[:5*d], s)
+		for i := range 5 {
+			got := c.Logit(z2[i*d : (i+1)*d])
+			want := c.Logit(z[i*d:(i+1)*d]) + s*slope
+			if math.Abs(got-want) > 1e-3*(1+math.Abs(want)) {
+				t.Errorf("s=%v code %d: logit %v, want %v", s, i, got, want)
+			}
+		}
+	}
+	// The move is s·√d in the normalised space, along w only.
+	z2 := c.Shift(z[:d], 0.5)
+	u := c.Direction()
+	var along, orth float64
+	for j := range d {
+		dn := float64((z2[j] - z[j]) / c.Std[j])
+		along += dn * float64(u[j])
+	}
+	for j := range d {
+		dn := float64((z2[j]-z[j])/c.Std[j]) - along*float64(u[j])
+		orth += dn * dn
+	}
+	if math.Abs(along-0.5*math.Sqrt(d)) > 1e-4 || orth > 1e-8 {
+		t.Errorf("normalised move: %v along w (want %v), %v across", along, 0.5*math.Sqrt(d), orth)
+	}
+}
+
+func TestShiftToLogit(t *testing.T) {
+	const d = 12
+	c, z, labels := trainedSynth(t, d)
+	var pos []float32
+	for i, l := range labels {
+		if l {
+			pos = append(pos, z[i*d:(i+1)*d]...)
+		}
+	}
+	med := c.MedianLogit(pos)
+	if med <= 0 {
+		t.Fatalf("median logit of positives %v, want > 0 for a working classifier", med)
+	}
+	for _, target := range []float64{med, -med, 0, 7.5} {
+		z2, scales := c.ShiftToLogit(z[:20*d], target)
+		for i := range 20 {
+			if got := c.Logit(z2[i*d : (i+1)*d]); math.Abs(got-target) > 1e-3*(1+math.Abs(target)) {
+				t.Errorf("target %v code %d: logit %v (scale %v)", target, i, got, scales[i])
+			}
+		}
+	}
+}
+
+func TestAccept(t *testing.T) {
+	tests := []struct {
+		p, u float64
+		want bool
+	}{
+		{0.49, 0, false},  // below one half: always rejected
+		{0.5, 0.49, true}, // at one half: accepted with probability p
+		{0.5, 0.5, false},
+		{0.9, 0.89, true},
+		{0.9, 0.91, false},
+		{1, 0.999, true},
+	}
+	for _, tc := range tests {
+		if got := Accept(tc.p, tc.u); got != tc.want {
+			t.Errorf("Accept(%v, %v) = %v, want %v", tc.p, tc.u, got, tc.want)
+		}
+	}
+}
+
+// With codes whose first value is uniform on [0,1) and p(c|z) equal to it, the rule accepts with rate
+// ∫_{½}^{1} p dp = 3/8 and the accepted p have density ∝ p on [½, 1), mean (7/24)/(3/8) = 7/9.
+func TestRejectionSample(t *testing.T) {
+	const d, n = 3, 4000
+	src := rand.New(rand.NewPCG(1, 1))
+	draw := func(k int) ([]float32, error) {
+		v := make([]float32, k*d)
+		for i := range v {
+			v[i] = float32(src.Float64())
+		}
+		return v, nil
+	}
+	prob := func(z []float32) float64 { return float64(z[0]) }
+	z, drawn, err := RejectionSample(context.Background(), n, d, draw, prob, rand.New(rand.NewPCG(2, 2)), 64, 100*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(z) != n*d {
+		t.Fatalf("%d values, want %d", len(z), n*d)
+	}
+	var mean float64
+	for i := range n {
+		p := float64(z[i*d])
+		if p < 0.5 {
+			t.Fatalf("accepted p = %v < 0.5", p)
+		}
+		mean += p / n
+	}
+	if rate := float64(n) / float64(drawn); math.Abs(rate-3.0/8) > 0.02 {
+		t.Errorf("acceptance rate %v, want 3/8", rate)
+	}
+	if math.Abs(mean-7.0/9) > 0.01 {
+		t.Errorf("mean accepted p %v, want 7/9", mean)
+	}
+
+	never := func([]float32) float64 { return 0.3 }
+	if _, drawn, err := RejectionSample(context.Background(), 5, d, draw, never, src, 64, 500); err == nil || drawn != 500 {
+		t.Errorf("never-accepting classifier: drawn %d, err %v; want an error after 500 draws", drawn, err)
+	}
+}
+
+func TestFrameDiffs(t *testing.T) {
+	x := []float32{0, 0, 1, 1, 1, 3}
+	got := FrameDiffs(x, 3, 2)
+	want := []float64{1, 2}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("FrameDiffs[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if m, v := MeanVar(got); m != 1.5 || v != 0.25 {
+		t.Errorf("MeanVar = %v, %v; want 1.5, 0.25", m, v)
+	}
+}
+
+func tinyModel(t *testing.T) *Model {
+	t.Helper()
+	cfg, err := Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := New(cpu, cfg, 5)
+	randomize(m.Params(), rand.New(rand.NewPCG(5, 6)), 0.1)
+	e := cfg.ZDim()
+	m.Stats = &LatentStats{Mean: make([]float32, e), Std: make([]float32, e)}
+	for j := range e {
+		m.Stats.Mean[j], m.Stats.Std[j] = 0.1, 2
+	}
+	return m
+}
+
+func TestModelApps(t *testing.T) {
+	m := tinyModel(t)
+	ctx := context.Background()
+	per, e := m.ImageSize(), m.Cfg.ZDim()
+	rng := rand.New(rand.NewPCG(9, 9))
+	x0 := normals(rng, 2*per)
+	z, xT, err := m.Encode(ctx, x0, 2, EncodeOptions{Steps: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("interpolate", func(t *testing.T) {
+		frames, err := m.Interpolate(ctx, z[:e], xT[:per], z[e:], xT[per:], 4, DecodeOptions{Steps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends, err := m.Decode(ctx, z, xT, 2, DecodeOptions{Steps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range per {
+			if math.Abs(float64(frames[j]-ends[j])) > 1e-4 || math.Abs(float64(frames[3*per+j]-ends[per+j])) > 1e-4 {
+				t.Fatalf("end frames differ from the decoded end codes at %d", j)
+			}
+		}
+		if _, err := m.Interpolate(ctx, z[:e], xT[:per], z[e:], xT[per:], 1, DecodeOptions{Steps: 2}); err == nil {
+			t.Error("one frame accepted")
+		}
+	})
+
+	zc := normals(rng, 200*e)
+	labels := make([]bool, 200)
+	for i := range labels {
+		labels[i] = zc[i*e] > 0
+	}
+	c, err := TrainClassifier("first", zc, e, labels, ClassifierOptions{Epochs: 20}, m.Stats.Mean, m.Stats.Std)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("manipulate", func(t *testing.T) {
+		x, z2, scales, err := m.Manipulate(ctx, c, z, xT, 2, Edit{ToLogit: true, TargetLogit: 3}, DecodeOptions{Steps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(x) != 2*per || len(scales) != 2 {
+			t.Fatalf("%d values, %d scales", len(x), len(scales))
+		}
+		for i := range 2 {
+			if l := c.Logit(z2[i*e : (i+1)*e]); math.Abs(l-3) > 1e-3 {
+				t.Errorf("edited logit %v, want 3", l)
+			}
+		}
+		other := *c
+		other.ModelID = "someone-else"
+		m2 := *m
+		m2.ID = "this-one"
+		if _, _, _, err := m2.Manipulate(ctx, &other, z, xT, 2, Edit{Scale: 1}, DecodeOptions{Steps: 2}); err == nil {
+			t.Error("classifier of another model accepted")
+		}
+	})
+
+	t.Run("sample", func(t *testing.T) {
+		z, xT, x, err := m.Sample(ctx, 3, SampleOptions{LatentSteps: 2, Steps: 2, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(z) != 3*e || len(xT) != 3*per || len(x) != 3*per {
+			t.Fatalf("sizes %d %d %d", len(z), len(xT), len(x))
+		}
+		zc, _, _, drawn, err := m.SampleConditional(ctx, c, 3, SampleOptions{LatentSteps: 2, Steps: 2, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if drawn < 3 {
+			t.Errorf("drawn %d < 3", drawn)
+		}
+		for i := range 3 {
+			if p := c.Prob(zc[i*e : (i+1)*e]); p < 0.5 {
+				t.Errorf("accepted sample with p = %v", p)
+			}
+		}
+	})
+}
