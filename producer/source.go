@@ -1,0 +1,238 @@
+package producer
+
+import (
+	"archive/tar"
+	"archive/zip"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"dae/store"
+)
+
+// MaxFileBytes is the largest source file read; a larger one is recorded as invalid without being read whole.
+const MaxFileBytes = 64 << 20
+
+// Item is one file of a source.
+type Item struct {
+	Name string // where it came from: a path, an archive member or an s3:// URL
+	Data []byte // nil when TooBig
+	// TooBig says the file is over MaxFileBytes: its data is not kept, only its Size and (streamed) Hash.
+	TooBig bool
+	Size   int64
+	Hash   string // SHA-256 hex of a TooBig file's content; "" when it could not be hashed
+}
+
+// hashStream fills a TooBig item's hash from r.
+func hashStream(r io.Reader, it *Item) error {
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return err
+	}
+	it.Hash = hex.EncodeToString(h.Sum(nil))
+	return nil
+}
+
+// isImageName says whether a file name has an image extension; other files (labels.csv, README) are ignored.
+func isImageName(name string) bool {
+	switch strings.ToLower(path.Ext(name)) {
+	case ".png", ".jpg", ".jpeg", ".gif":
+		return true
+	}
+	return false
+}
+
+// Walk calls fn with every image file of source, in a stable order: a folder (walked recursively, in name order),
+// a .tar, .tar.gz, .tgz or .zip archive, or an S3 prefix s3://bucket/prefix read through st. Files without an image
+// extension are counted in ignored and not passed on; hidden files and folders are skipped.
+func Walk(ctx context.Context, st *store.Store, source string, fn func(Item) error) (ignored int, err error) {
+	visit := func(it Item) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if !isImageName(it.Name) {
+			ignored++
+			return nil
+		}
+		return fn(it)
+	}
+	switch {
+	case strings.HasPrefix(source, "s3://"):
+		return ignored, walkS3(ctx, st, source, visit)
+	}
+	info, err := os.Stat(source)
+	if err != nil {
+		return 0, fmt.Errorf("source: %w", err)
+	}
+	if info.IsDir() {
+		return ignored, walkDir(source, visit)
+	}
+	lower := strings.ToLower(source)
+	switch {
+	case strings.HasSuffix(lower, ".zip"):
+		return ignored, walkZip(source, visit)
+	case strings.HasSuffix(lower, ".tar"), strings.HasSuffix(lower, ".tar.gz"), strings.HasSuffix(lower, ".tgz"):
+		return ignored, walkTar(source, visit)
+	}
+	return 0, fmt.Errorf("source %s: not a folder, a .tar, .tar.gz, .tgz or .zip archive, or an s3:// prefix", source)
+}
+
+func hidden(name string) bool { return strings.HasPrefix(name, ".") && name != "." && name != ".." }
+
+func walkDir(root string, visit func(Item) error) error {
+	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return fmt.Errorf("source %s: %w", root, err)
+		}
+		if p != root && hidden(d.Name()) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return fmt.Errorf("source %s: %w", p, err)
+		}
+		it := Item{Name: p, Size: info.Size()}
+		if !isImageName(p) {
+			return visit(it)
+		}
+		if info.Size() > MaxFileBytes {
+			it.TooBig = true
+			f, err := os.Open(p)
+			if err != nil {
+				return fmt.Errorf("source: %w", err)
+			}
+			defer f.Close()
+			if err := hashStream(f, &it); err != nil {
+				return fmt.Errorf("source %s: %w", p, err)
+			}
+			return visit(it)
+		}
+		if it.Data, err = os.ReadFile(p); err != nil {
+			return fmt.Errorf("source: %w", err)
+		}
+		return visit(it)
+	})
+}
+
+func readMember(r io.Reader, it *Item) error {
+	if it.Size > MaxFileBytes {
+		it.TooBig = true
+		return hashStream(r, it)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, MaxFileBytes+1))
+	if err != nil {
+		return err
+	}
+	it.Data = data
+	return nil
+}
+
+func walkTar(file string, visit func(Item) error) error {
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if lower := strings.ToLower(file); strings.HasSuffix(lower, ".gz") || strings.HasSuffix(lower, ".tgz") {
+		gz, err := gzip.NewReader(f)
+		if err != nil {
+			return fmt.Errorf("source %s: %w", file, err)
+		}
+		defer gz.Close()
+		r = gz
+	}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("source %s: %w", file, err)
+		}
+		if h.Typeflag != tar.TypeReg || hidden(path.Base(h.Name)) {
+			continue
+		}
+		it := Item{Name: file + ":" + h.Name, Size: h.Size}
+		if isImageName(h.Name) {
+			if err := readMember(tr, &it); err != nil {
+				return fmt.Errorf("source %s: %w", it.Name, err)
+			}
+		}
+		if err := visit(it); err != nil {
+			return err
+		}
+	}
+}
+
+func walkZip(file string, visit func(Item) error) error {
+	zr, err := zip.OpenReader(file)
+	if err != nil {
+		return fmt.Errorf("source: %w", err)
+	}
+	defer zr.Close()
+	files := append([]*zip.File(nil), zr.File...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
+	for _, zf := range files {
+		if zf.FileInfo().IsDir() || hidden(path.Base(zf.Name)) {
+			continue
+		}
+		it := Item{Name: file + ":" + zf.Name, Size: int64(zf.UncompressedSize64)}
+		if isImageName(zf.Name) {
+			rc, err := zf.Open()
+			if err != nil {
+				return fmt.Errorf("source %s: %w", it.Name, err)
+			}
+			err = readMember(rc, &it)
+			rc.Close()
+			if err != nil {
+				return fmt.Errorf("source %s: %w", it.Name, err)
+			}
+		}
+		if err := visit(it); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func walkS3(ctx context.Context, st *store.Store, source string, visit func(Item) error) error {
+	bucket, prefix, _ := strings.Cut(strings.TrimPrefix(source, "s3://"), "/")
+	if bucket == "" {
+		return fmt.Errorf("source %s: no bucket (want s3://bucket/prefix)", source)
+	}
+	if st == nil {
+		return fmt.Errorf("source %s: no store to read it through", source)
+	}
+	return st.ListSource(ctx, bucket, prefix, func(o store.SourceObject) error {
+		it := Item{Name: "s3://" + bucket + "/" + o.Key, Size: o.Size}
+		if isImageName(o.Key) {
+			if o.Size > MaxFileBytes {
+				it.TooBig = true
+			} else {
+				data, err := st.GetSourceObject(ctx, bucket, o.Key)
+				if err != nil {
+					return err
+				}
+				it.Data = data
+			}
+		}
+		return visit(it)
+	})
+}

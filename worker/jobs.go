@@ -1,0 +1,352 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"image"
+	"math"
+	"math/rand/v2"
+	"time"
+
+	"dae/diffae"
+	"dae/imageio"
+	"dae/schema"
+	"dae/store"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// encode runs a micro-batch of encode jobs: each model's images go to the device together, their latents are
+// written in one COPY, and then each job is finished and acknowledged. A bad image fails alone.
+func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
+	w := r.w
+	byModel := map[string][]*task{}
+	var order []string
+	for _, m := range msgs {
+		t, ok := r.begin(ctx, schema.KindEncode, m)
+		if !ok {
+			continue
+		}
+		id := t.job.Meta().Model
+		if _, seen := byModel[id]; !seen {
+			order = append(order, id)
+		}
+		byModel[id] = append(byModel[id], t)
+	}
+	for _, id := range order {
+		tasks := byModel[id]
+		m, err := r.model(ctx, id)
+		if err != nil {
+			for _, t := range tasks {
+				w.fail(ctx, t, err)
+			}
+			continue
+		}
+		per := m.ImageSize()
+		x := make([]float32, 0, len(tasks)*per)
+		var ok []*task
+		for _, t := range tasks {
+			px, err := w.loadImage(ctx, t.job.(*schema.Encode), m)
+			if err != nil {
+				w.fail(ctx, t, err)
+				continue
+			}
+			x = append(x, px...)
+			ok = append(ok, t)
+		}
+		if len(ok) == 0 {
+			continue
+		}
+		w.metrics.BatchSize.Observe(float64(len(ok)))
+		start := time.Now()
+		z, xT, err := m.Encode(ctx, x, len(ok), diffae.EncodeOptions{Steps: w.cfg.EncodeSteps, Batch: len(ok)})
+		if err != nil {
+			err = fmt.Errorf("encode %d images with model %s: %w", len(ok), id, err)
+			for _, t := range ok {
+				w.fail(ctx, t, err)
+			}
+			continue
+		}
+		w.metrics.DeviceSeconds.WithLabelValues(string(schema.KindEncode)).Observe(time.Since(start).Seconds() / float64(len(ok)))
+		e := m.Cfg.ZDim()
+		shape := []int{m.Cfg.InChannels, m.Cfg.ImageSize, m.Cfg.ImageSize}
+		ls := make([]store.Latent, len(ok))
+		for i, t := range ok {
+			ls[i] = store.Latent{ModelID: id, ImageHash: t.job.(*schema.Encode).ImageHash,
+				ZSem: z[i*e : (i+1)*e], XT: xT[i*per : (i+1)*per], XTShape: shape}
+		}
+		if _, err := w.st.WriteLatents(ctx, ls); err != nil {
+			for _, t := range ok {
+				w.fail(ctx, t, err)
+			}
+			continue
+		}
+		for _, t := range ok {
+			w.done(ctx, t)
+		}
+	}
+}
+
+// loadImage reads a job's image from the images bucket and converts it to the model's input.
+func (w *Worker) loadImage(ctx context.Context, j *schema.Encode, m *diffae.Model) ([]float32, error) {
+	key, err := schema.ImageKey(j.ImageHash)
+	if err != nil {
+		return nil, permanent(err)
+	}
+	data, _, err := w.st.GetObject(ctx, w.st.Config().BucketImages, key)
+	if store.IsNotFound(err) {
+		return nil, permanent(fmt.Errorf("image %s is not in bucket %s (enqueue it with dae enqueue): %w", j.ImageHash, w.st.Config().BucketImages, err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	name := j.Source
+	if name == "" {
+		name = key
+	}
+	img, err := imageio.Decode(bytes.NewReader(data), name, w.cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	return imageio.ToCHW(img, m.Cfg.ImageSize, m.Cfg.InChannels, nil), nil
+}
+
+// one runs a job of a kind that makes an output image: decode, manipulate, interpolate, sample, regenerate.
+func (r *runner) one(ctx context.Context, k schema.Kind, msg jetstream.Msg) {
+	w := r.w
+	t, ok := r.begin(ctx, k, msg)
+	if !ok {
+		return
+	}
+	m, err := r.model(ctx, t.job.Meta().Model)
+	if err != nil {
+		w.fail(ctx, t, err)
+		return
+	}
+	start := time.Now()
+	out, err := w.render(ctx, m, t.job)
+	if err != nil {
+		w.fail(ctx, t, err)
+		return
+	}
+	w.metrics.DeviceSeconds.WithLabelValues(string(k)).Observe(time.Since(start).Seconds() / float64(max(out.frames, 1)))
+	if err := w.storeOutput(ctx, t, out); err != nil {
+		w.fail(ctx, t, err)
+		return
+	}
+	w.done(ctx, t)
+}
+
+// output is a rendered image and what it was made from.
+type output struct {
+	img     image.Image
+	frames  int
+	latents []int64
+}
+
+func (w *Worker) storeOutput(ctx context.Context, t *task, o output) error {
+	var buf bytes.Buffer
+	if err := imageio.EncodePNG(&buf, o.img); err != nil {
+		return fmt.Errorf("output of %s: %w", t.key, err)
+	}
+	key, err := schema.OutputKey(t.kind, t.key, "png")
+	if err != nil {
+		return permanent(err)
+	}
+	obj, err := w.st.PutObject(ctx, w.st.Config().BucketOutputs, key, buf.Bytes(), "image/png")
+	if err != nil {
+		return err
+	}
+	jobID, err := w.st.JobID(ctx, t.key)
+	if err != nil {
+		return err
+	}
+	params, err := json.Marshal(t.job)
+	if err != nil {
+		return permanent(err)
+	}
+	_, err = w.st.UpsertOutput(ctx, store.Output{Kind: t.kind, DedupKey: t.key, ObjectKey: obj.Key,
+		ContentType: "image/png", Size: obj.Size, ModelID: t.job.Meta().Model, JobID: jobID,
+		LatentIDs: o.latents, Params: params})
+	return err
+}
+
+// render computes a job's output image.
+func (w *Worker) render(ctx context.Context, m *diffae.Model, job schema.Job) (output, error) {
+	switch j := job.(type) {
+	case *schema.Decode:
+		return w.decode(ctx, m, j.ImageHash, j.Noise, j.Seed, j.Steps)
+	case *schema.Manipulate:
+		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Steps)
+	case *schema.Regenerate:
+		if j.Op == schema.KindManipulate {
+			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Steps)
+		}
+		return w.decode(ctx, m, j.ImageHash, "encoded", 0, j.Steps)
+	case *schema.Interpolate:
+		return w.interpolate(ctx, m, j)
+	case *schema.Sample:
+		return w.sample(ctx, m, j)
+	}
+	return output{}, permanent(fmt.Errorf("job kind %s makes no output", job.JobKind()))
+}
+
+// latent reads a stored latent and checks that it fits the model.
+func (w *Worker) latent(ctx context.Context, m *diffae.Model, hash string) (store.Latent, error) {
+	l, err := w.st.GetLatent(ctx, m.ID, hash)
+	if store.IsNotFound(err) {
+		return l, permanent(fmt.Errorf("image %s has no latent under model %s (encode it first): %w", hash, m.ID, err))
+	}
+	if err != nil {
+		return l, err
+	}
+	if len(l.ZSem) != m.Cfg.ZDim() || len(l.XT) != m.ImageSize() {
+		return l, permanent(fmt.Errorf("latent %d: z_sem %d and x_T %d values, model %s wants %d and %d",
+			l.ID, len(l.ZSem), len(l.XT), m.ID, m.Cfg.ZDim(), m.ImageSize()))
+	}
+	return l, nil
+}
+
+// noise is x ~ N(0, I) of n values from seed, the same on every worker.
+func noise(seed int64, n int) []float32 {
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x6a09e667f3bcc909))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	return v
+}
+
+func (w *Worker) frames(m *diffae.Model, x []float32, n int) []image.Image {
+	c, s := m.Cfg.InChannels, m.Cfg.ImageSize
+	per := m.ImageSize()
+	imgs := make([]image.Image, n)
+	for i := range imgs {
+		imgs[i] = imageio.FromCHW(x[i*per:(i+1)*per], c, s, s)
+	}
+	return imgs
+}
+
+func (w *Worker) decode(ctx context.Context, m *diffae.Model, hash, xt string, seed int64, steps int) (output, error) {
+	l, err := w.latent(ctx, m, hash)
+	if err != nil {
+		return output{}, err
+	}
+	xT := l.XT
+	if xt == "random" {
+		xT = noise(seed, m.ImageSize())
+	}
+	x, err := m.Decode(ctx, l.ZSem, xT, 1, diffae.DecodeOptions{Steps: steps})
+	if err != nil {
+		return output{}, fmt.Errorf("decode latent %d: %w", l.ID, err)
+	}
+	return output{img: w.frames(m, x, 1)[0], frames: 1, latents: []int64{l.ID}}, nil
+}
+
+// manipulate moves the normalised z_sem along the promoted classifier's direction (the reference's
+// z' = denorm(norm(z) + s·√d·w/‖w‖)) and decodes it with the stored x_T.
+func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, steps int) (output, error) {
+	l, err := w.latent(ctx, m, hash)
+	if err != nil {
+		return output{}, err
+	}
+	c, err := w.st.PromotedClassifier(ctx, m.ID, attr)
+	if store.IsNotFound(err) {
+		return output{}, permanent(fmt.Errorf("model %s has no promoted classifier for %q: %w", m.ID, attr, err))
+	}
+	if err != nil {
+		return output{}, err
+	}
+	d := len(l.ZSem)
+	if len(c.Weights) != d {
+		return output{}, permanent(fmt.Errorf("classifier %d has %d weights, z_sem has %d", c.ID, len(c.Weights), d))
+	}
+	var norm float64
+	for _, v := range c.Weights {
+		norm += float64(v) * float64(v)
+	}
+	norm = math.Sqrt(norm)
+	if norm == 0 {
+		return output{}, permanent(fmt.Errorf("classifier %d has zero weights: no direction to move along", c.ID))
+	}
+	z := append([]float32(nil), l.ZSem...)
+	if err := m.Normalize(z); err != nil {
+		return output{}, permanent(fmt.Errorf("manipulate with model %s: %w", m.ID, err))
+	}
+	step := scale * math.Sqrt(float64(d)) / norm
+	for i := range z {
+		z[i] += float32(step * float64(c.Weights[i]))
+	}
+	if err := m.Denormalize(z); err != nil {
+		return output{}, permanent(err)
+	}
+	x, err := m.Decode(ctx, z, l.XT, 1, diffae.DecodeOptions{Steps: steps})
+	if err != nil {
+		return output{}, fmt.Errorf("decode manipulated latent %d: %w", l.ID, err)
+	}
+	return output{img: w.frames(m, x, 1)[0], frames: 1, latents: []int64{l.ID}}, nil
+}
+
+// interpolate decodes frames between two latents: z_sem by lerp, x_T by slerp; the output is a strip.
+func (w *Worker) interpolate(ctx context.Context, m *diffae.Model, j *schema.Interpolate) (output, error) {
+	a, err := w.latent(ctx, m, j.ImageHashA)
+	if err != nil {
+		return output{}, err
+	}
+	b, err := w.latent(ctx, m, j.ImageHashB)
+	if err != nil {
+		return output{}, err
+	}
+	n := j.Frames
+	e, per := m.Cfg.ZDim(), m.ImageSize()
+	z := make([]float32, 0, n*e)
+	xT := make([]float32, 0, n*per)
+	for i := range n {
+		alpha := float64(i) / float64(n-1)
+		zi, err := diffae.Lerp(a.ZSem, b.ZSem, alpha)
+		if err != nil {
+			return output{}, permanent(err)
+		}
+		xi, err := diffae.Slerp(a.XT, b.XT, alpha)
+		if err != nil {
+			return output{}, permanent(err)
+		}
+		z, xT = append(z, zi...), append(xT, xi...)
+	}
+	x, err := m.Decode(ctx, z, xT, n, diffae.DecodeOptions{Steps: j.Steps})
+	if err != nil {
+		return output{}, fmt.Errorf("decode %d interpolation frames: %w", n, err)
+	}
+	return output{img: imageio.Strip(w.frames(m, x, n), 2, 1), frames: n, latents: []int64{a.ID, b.ID}}, nil
+}
+
+// sample draws z from the latent DDIM, denormalises it and decodes it with random x_T; the output is a grid.
+func (w *Worker) sample(ctx context.Context, m *diffae.Model, j *schema.Sample) (output, error) {
+	if m.Latent == nil || m.Stats == nil {
+		return output{}, permanent(fmt.Errorf("model %s cannot sample: it has no latent DDIM or no latent statistics", m.ID))
+	}
+	if j.Attribute != "" {
+		return output{}, permanent(fmt.Errorf("attribute-conditional sampling (%q) is not supported by this worker", j.Attribute))
+	}
+	n, e := j.Count, m.Cfg.ZDim()
+	z, err := m.SampleLatentNormalized(noise(j.Seed, n*e), n, j.LatentSteps)
+	if err != nil {
+		return output{}, fmt.Errorf("sample %d latents: %w", n, err)
+	}
+	if err := m.Denormalize(z); err != nil {
+		return output{}, permanent(err)
+	}
+	x, err := m.Decode(ctx, z, noise(j.Seed+1, n*m.ImageSize()), n, diffae.DecodeOptions{Steps: j.Steps})
+	if err != nil {
+		return output{}, fmt.Errorf("decode %d samples: %w", n, err)
+	}
+	imgs := w.frames(m, x, n)
+	cols := int(math.Ceil(math.Sqrt(float64(n))))
+	var grid [][]image.Image
+	for lo := 0; lo < n; lo += cols {
+		grid = append(grid, imgs[lo:min(lo+cols, n)])
+	}
+	return output{img: imageio.Grid(grid, 2, 1), frames: n}, nil
+}

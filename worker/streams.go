@@ -1,0 +1,74 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"dae/schema"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// StreamOptions tune the streams and consumers EnsureStreams creates.
+type StreamOptions struct {
+	// AckWait is how long a delivered job may go without an acknowledgement or an in-progress signal before
+	// JetStream redelivers it (default 5 minutes). Workers signal progress at a third of it.
+	AckWait time.Duration
+}
+
+// EnsureStreams creates or updates the job stream, the dead-letter stream and their durable consumers: one
+// work-queue consumer per job kind and the dead recorder. It is what `dae up` sets up; tests run it on their own
+// server.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
+	if o.AckWait <= 0 {
+		o.AckWait = 5 * time.Minute
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        schema.StreamJobs,
+		Description: "dae jobs, one consumer per kind",
+		Subjects:    []string{schema.SubjectJobsAll},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		MaxMsgSize:  schema.MaxMessageBytes,
+		Duplicates:  10 * time.Minute,
+	}, {
+		Name:        schema.StreamDead,
+		Description: "dae jobs that failed for good, with the reason in the " + schema.HeaderError + " header",
+		Subjects:    []string{schema.SubjectDeadAll},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      90 * 24 * time.Hour,
+		Duplicates:  10 * time.Minute,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("jetstream: stream %s: %w", sc.Name, err)
+		}
+	}
+	for _, k := range schema.Kinds() {
+		cc := jetstream.ConsumerConfig{
+			Durable:       schema.Consumer(k),
+			Description:   "dae workers for " + string(k) + " jobs",
+			FilterSubject: schema.Subject(k),
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       o.AckWait,
+			MaxDeliver:    schema.MaxDeliver,
+			MaxAckPending: 1024,
+		}
+		if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamJobs, cc); err != nil {
+			return fmt.Errorf("jetstream: consumer %s on %s: %w", cc.Durable, schema.StreamJobs, err)
+		}
+	}
+	dead := jetstream.ConsumerConfig{
+		Durable:       schema.ConsumerDeadRecorder,
+		Description:   "copies dead letters into SQL",
+		FilterSubject: schema.SubjectDeadAll,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       o.AckWait,
+	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamDead, dead); err != nil {
+		return fmt.Errorf("jetstream: consumer %s on %s: %w", dead.Durable, schema.StreamDead, err)
+	}
+	return nil
+}

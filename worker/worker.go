@@ -1,0 +1,493 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"dae/diffae"
+	"dae/imageio"
+	"dae/schema"
+	"dae/store"
+	"dae/tensor"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// HeaderJob carries the dedup key of the job a dead letter stands for.
+const HeaderJob = "Dae-Job"
+
+// Config sets up a Worker. Store and JS are required.
+type Config struct {
+	Store *store.Store
+	JS    jetstream.JetStream
+
+	// NewDevice makes the device of one worker goroutine (default: the CPU device on all cores).
+	NewDevice func() tensor.Device
+	// ModelDir holds checkpoints named <model id>.safetensors, tried before the models bucket.
+	ModelDir string
+	// Concurrency is the number of goroutines pulling jobs, each with its own models (default 1).
+	Concurrency int
+	// Batch is the most encode jobs sent to the device at once (default 16).
+	Batch int
+	// EncodeSteps is the number of DDIM steps of the stochastic encoder (default diffae.DefaultSteps).
+	EncodeSteps int
+	// Kinds are the job kinds pulled (default all).
+	Kinds []schema.Kind
+	// Backoff is the delay before the first redelivery of a job that failed transiently; it doubles with each
+	// delivery up to MaxBackoff (defaults 5 s and 2 min).
+	Backoff, MaxBackoff time.Duration
+	// Grace is how long in-flight work may continue after the context ends before it is released (default 30 s).
+	Grace time.Duration
+	// Idle is the pause between polls when no job waits (default 200 ms).
+	Idle time.Duration
+	// Limits bound the images decoded.
+	Limits imageio.Limits
+	Logger *slog.Logger
+	// Metrics default to a fresh set on a private registry.
+	Metrics *Metrics
+}
+
+// Worker pulls and runs jobs; see Run.
+type Worker struct {
+	cfg     Config
+	st      *store.Store
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *Metrics
+	models  modelSource
+	ackWait time.Duration
+}
+
+// New checks cfg and fills its defaults.
+func New(cfg Config) (*Worker, error) {
+	if cfg.Store == nil || cfg.JS == nil {
+		return nil, errors.New("worker: Config needs Store and JS")
+	}
+	if cfg.NewDevice == nil {
+		cfg.NewDevice = func() tensor.Device { return tensor.NewCPU(0) }
+	}
+	cfg.Concurrency = max(cfg.Concurrency, 1)
+	if cfg.Batch <= 0 {
+		cfg.Batch = 16
+	}
+	if cfg.EncodeSteps <= 0 {
+		cfg.EncodeSteps = diffae.DefaultSteps
+	}
+	if len(cfg.Kinds) == 0 {
+		cfg.Kinds = schema.Kinds()
+	}
+	for _, k := range cfg.Kinds {
+		if !k.Valid() {
+			return nil, fmt.Errorf("worker: unknown job kind %q", k)
+		}
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = 5 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 2 * time.Minute
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 30 * time.Second
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 200 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	return &Worker{cfg: cfg, st: cfg.Store, js: cfg.JS, log: cfg.Logger, metrics: cfg.Metrics,
+		models: modelSource{dir: cfg.ModelDir, st: cfg.Store}}, nil
+}
+
+// Run pulls jobs until ctx ends, then lets in-flight work finish for up to Grace and releases what is left for
+// redelivery. It also copies dead letters into SQL and keeps the queue gauges current.
+func (w *Worker) Run(ctx context.Context) error {
+	consumers := map[schema.Kind]jetstream.Consumer{}
+	for _, k := range w.cfg.Kinds {
+		c, err := w.js.Consumer(ctx, schema.StreamJobs, schema.Consumer(k))
+		if err != nil {
+			return fmt.Errorf("worker: consumer %s (run `dae up`): %w", schema.Consumer(k), err)
+		}
+		consumers[k] = c
+		if aw := c.CachedInfo().Config.AckWait; aw > 0 && (w.ackWait == 0 || aw < w.ackWait) {
+			w.ackWait = aw
+		}
+	}
+	dead, err := w.js.Consumer(ctx, schema.StreamDead, schema.ConsumerDeadRecorder)
+	if err != nil {
+		return fmt.Errorf("worker: consumer %s (run `dae up`): %w", schema.ConsumerDeadRecorder, err)
+	}
+
+	// Work continues on its own context for Grace after ctx ends, so a batch near its end can still finish.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopGrace := context.AfterFunc(ctx, func() { time.AfterFunc(w.cfg.Grace, cancelWork) })
+	defer stopGrace()
+
+	var wg sync.WaitGroup
+	for i := range w.cfg.Concurrency {
+		r := &runner{w: w, id: i, dev: w.cfg.NewDevice(), models: map[string]*diffae.Model{}}
+		wg.Go(func() { r.loop(ctx, work, consumers) })
+	}
+	wg.Go(func() { w.recordDead(ctx, dead) })
+	wg.Go(func() { w.watchQueues(ctx, consumers) })
+	w.log.Info("worker started", "concurrency", w.cfg.Concurrency, "batch", w.cfg.Batch, "kinds", w.cfg.Kinds,
+		"ack_wait", w.ackWait)
+	wg.Wait()
+	w.log.Info("worker stopped")
+	return nil
+}
+
+// runner is one worker goroutine with its device and models (a diffae.Model is used by one goroutine at a time).
+type runner struct {
+	w      *Worker
+	id     int
+	dev    tensor.Device
+	models map[string]*diffae.Model
+}
+
+func (r *runner) model(ctx context.Context, id string) (*diffae.Model, error) {
+	if m, ok := r.models[id]; ok {
+		return m, nil
+	}
+	m, err := r.w.models.load(ctx, r.dev, id)
+	if err != nil {
+		return nil, err
+	}
+	r.w.log.Info("model loaded", "worker", r.id, "model", id, "net", m.Name())
+	r.models[id] = m
+	return m, nil
+}
+
+// loop polls each kind's consumer in turn: a micro-batch of encode jobs, one job of the other kinds.
+func (r *runner) loop(ctx, work context.Context, consumers map[schema.Kind]jetstream.Consumer) {
+	for ctx.Err() == nil {
+		got := false
+		for _, k := range r.w.cfg.Kinds {
+			if ctx.Err() != nil {
+				return
+			}
+			n := 1
+			if k == schema.KindEncode {
+				n = r.w.cfg.Batch
+			}
+			batch, err := consumers[k].FetchNoWait(n)
+			if err != nil {
+				r.w.log.Warn("fetch failed", "kind", k, "err", err)
+				continue
+			}
+			var msgs []jetstream.Msg
+			for m := range batch.Messages() {
+				msgs = append(msgs, m)
+			}
+			if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+				r.w.log.Warn("fetch failed", "kind", k, "err", err)
+			}
+			if len(msgs) == 0 {
+				continue
+			}
+			got = true
+			r.handle(work, k, msgs)
+		}
+		if !got {
+			select {
+			case <-ctx.Done():
+			case <-time.After(r.w.cfg.Idle):
+			}
+		}
+	}
+}
+
+// handle runs one fetched set of messages, signalling progress to JetStream while it works.
+func (r *runner) handle(ctx context.Context, k schema.Kind, msgs []jetstream.Msg) {
+	stop := r.w.keepAlive(msgs)
+	defer stop()
+	if k == schema.KindEncode {
+		r.encode(ctx, msgs)
+		return
+	}
+	for _, m := range msgs {
+		r.one(ctx, k, m)
+	}
+}
+
+// keepAlive sends in-progress acknowledgements for msgs every third of the ack wait until stop is called.
+func (w *Worker) keepAlive(msgs []jetstream.Msg) (stop func()) {
+	every := w.ackWait / 3
+	if every <= 0 {
+		every = time.Minute
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, m := range msgs {
+					_ = m.InProgress() // an already acknowledged message just refuses
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// task is one delivered message and what is known of it.
+type task struct {
+	msg  jetstream.Msg
+	kind schema.Kind
+	job  schema.Job
+	key  string
+}
+
+// begin parses a message and marks its job running. It returns false when the message is already dealt with: an
+// invalid message (failed and terminated), a job already final (acknowledged), or a transient error (released).
+func (r *runner) begin(ctx context.Context, k schema.Kind, m jetstream.Msg) (*task, bool) {
+	w := r.w
+	t := &task{msg: m, kind: k}
+	job, err := schema.Parse(m.Data())
+	if err == nil && job.JobKind() != k {
+		err = fmt.Errorf("schema: job of kind %q on the subject of %q: %w", job.JobKind(), k, schema.ErrInvalid)
+	}
+	if err != nil {
+		w.invalid(ctx, t, err)
+		return nil, false
+	}
+	t.job, t.key = job, job.DedupKey()
+	if md, err := m.Metadata(); err == nil {
+		w.metrics.Wait.WithLabelValues(string(k)).Observe(time.Since(md.Timestamp).Seconds())
+	}
+	prev, err := w.st.StartJob(ctx, t.key)
+	if store.IsNotFound(err) {
+		// Published without a row (by a producer that does not record jobs): record it now.
+		if _, _, err = w.st.RecordJob(ctx, job); err == nil {
+			prev, err = w.st.StartJob(ctx, t.key)
+		}
+	}
+	if err != nil {
+		w.fail(ctx, t, err)
+		return nil, false
+	}
+	switch prev {
+	case store.StateDone, store.StateFailed, store.StateDead:
+		w.ack(t, OutcomeDuplicate)
+		return nil, false
+	}
+	return t, true
+}
+
+func (w *Worker) ack(t *task, outcome string) {
+	if err := t.msg.Ack(); err != nil {
+		w.log.Warn("ack failed", "job", t.key, "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), outcome).Inc()
+}
+
+// done records success and acknowledges.
+func (w *Worker) done(ctx context.Context, t *task) {
+	if err := w.st.FinishJob(ctx, t.key, store.StateDone, ""); err != nil {
+		w.fail(ctx, t, err)
+		return
+	}
+	w.ack(t, OutcomeDone)
+}
+
+// invalid records a message that is not a valid job as a failed job and terminates it.
+func (w *Worker) invalid(ctx context.Context, t *task, perr error) {
+	key := t.msg.Headers().Get(jetstream.MsgIDHeader)
+	if key == "" {
+		if md, err := t.msg.Metadata(); err == nil {
+			key = md.Stream + "/" + strconv.FormatUint(md.Sequence.Stream, 10)
+		}
+	}
+	t.key = "invalid/" + key
+	var hdr struct {
+		Batch string `json:"batch"`
+	}
+	_ = json.Unmarshal(t.msg.Data(), &hdr) // best effort: to count the failure in its batch
+	if schema.CheckName(hdr.Batch) != nil {
+		hdr.Batch = ""
+	}
+	if err := w.st.FailInvalidJob(ctx, t.kind, t.key, t.msg.Data(), hdr.Batch, perr.Error()); err != nil {
+		w.retry(ctx, t, err)
+		return
+	}
+	w.log.Warn("invalid job message", "kind", t.kind, "key", t.key, "reason", perr)
+	if err := t.msg.Term(); err != nil {
+		w.log.Warn("term failed", "job", t.key, "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+}
+
+// permanentError marks an error that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string { return e.err.Error() }
+func (e permanentError) Unwrap() error { return e.err }
+
+func permanent(err error) error { return permanentError{err} }
+
+// IsPermanent reports whether err is one that retrying the same job cannot fix: a bad image, an invalid message,
+// an unknown model, an unusable checkpoint, or an error the worker marked so (a missing latent or classifier).
+func IsPermanent(err error) bool {
+	var p permanentError
+	return errors.As(err, &p) || imageio.IsInvalid(err) || errors.Is(err, schema.ErrInvalid) ||
+		errors.Is(err, ErrUnknownModel) || errors.Is(err, diffae.ErrCheckpoint)
+}
+
+// fail settles a job that went wrong: failed and terminated when the error is permanent, released for a delayed
+// redelivery when it is transient.
+func (w *Worker) fail(ctx context.Context, t *task, err error) {
+	if ctx.Err() != nil {
+		w.release(t)
+		return
+	}
+	if !IsPermanent(err) {
+		w.retry(ctx, t, err)
+		return
+	}
+	if ferr := w.st.FinishJob(ctx, t.key, store.StateFailed, err.Error()); ferr != nil {
+		// The reason must be stored before the message goes; until then this is a transient failure.
+		w.retry(ctx, t, fmt.Errorf("%w (while recording the permanent failure: %v)", ferr, err))
+		return
+	}
+	w.log.Warn("job failed", "kind", t.kind, "job", t.key, "reason", err)
+	if terr := t.msg.Term(); terr != nil {
+		w.log.Warn("term failed", "job", t.key, "err", terr)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+}
+
+// release gives an unfinished job back at shutdown, to be redelivered at once to another worker.
+func (w *Worker) release(t *task) {
+	if err := t.msg.Nak(); err != nil {
+		w.log.Warn("nak failed", "job", t.key, "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeReleased).Inc()
+}
+
+// backoff is the delay before redelivery after the n-th delivery failed.
+func (w *Worker) backoff(n uint64) time.Duration {
+	d := w.cfg.Backoff
+	for i := uint64(1); i < n && d < w.cfg.MaxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, w.cfg.MaxBackoff)
+}
+
+// retry releases a transiently failed job with a delay, or on its last delivery moves it to the dead-letter stream.
+func (w *Worker) retry(ctx context.Context, t *task, err error) {
+	if ctx.Err() != nil {
+		w.release(t)
+		return
+	}
+	var n uint64 = 1
+	if md, merr := t.msg.Metadata(); merr == nil {
+		n = md.NumDelivered
+	}
+	if n >= schema.MaxDeliver {
+		w.deadLetter(ctx, t, err)
+		return
+	}
+	if t.job != nil {
+		_ = w.st.RetryJob(ctx, t.key, err.Error()) // best effort: the store may be what is down
+	}
+	delay := w.backoff(n)
+	w.log.Warn("job will be retried", "kind", t.kind, "job", t.key, "delivery", n, "delay", delay, "err", err)
+	if nerr := t.msg.NakWithDelay(delay); nerr != nil {
+		w.log.Warn("nak failed", "job", t.key, "err", nerr)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeRetried).Inc()
+}
+
+// deadLetter copies the job to the dead-letter stream with its last error, then terminates it. The dead recorder
+// marks its row dead, so that the row is written even when the database is what keeps failing.
+func (w *Worker) deadLetter(ctx context.Context, t *task, cause error) {
+	msg := nats.NewMsg(schema.DeadSubject(t.kind))
+	msg.Data = t.msg.Data()
+	reason := fmt.Sprintf("gave up after %d deliveries: %v", schema.MaxDeliver, cause)
+	msg.Header.Set(schema.HeaderError, reason)
+	msg.Header.Set(HeaderJob, t.key)
+	msg.Header.Set(jetstream.MsgIDHeader, "dead/"+t.key)
+	var err error
+	for attempt := range 5 {
+		if _, err = w.js.PublishMsg(ctx, msg); err == nil {
+			break
+		}
+		time.Sleep(time.Duration(attempt+1) * time.Second)
+	}
+	if err != nil {
+		// Keep the message un-acknowledged: JetStream keeps it, and an operator can find it on the stream.
+		w.log.Error("dead letter not published; job left on the job stream", "job", t.key, "err", err)
+		return
+	}
+	w.log.Error("job is dead", "kind", t.kind, "job", t.key, "reason", reason)
+	if err := t.msg.Term(); err != nil {
+		w.log.Warn("term failed", "job", t.key, "err", err)
+	}
+	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeDead).Inc()
+}
+
+// recordDead marks the jobs of dead letters dead in SQL, retrying while the database is away.
+func (w *Worker) recordDead(ctx context.Context, dead jetstream.Consumer) {
+	for ctx.Err() == nil {
+		batch, err := dead.FetchNoWait(32)
+		n := 0
+		if err == nil {
+			for m := range batch.Messages() {
+				n++
+				key, reason := m.Headers().Get(HeaderJob), m.Headers().Get(schema.HeaderError)
+				if reason == "" {
+					reason = "dead letter without a reason"
+				}
+				err := w.st.FinishJob(ctx, key, store.StateDead, reason)
+				if err != nil && !store.IsNotFound(err) {
+					w.log.Warn("dead letter not recorded yet", "job", key, "err", err)
+					_ = m.NakWithDelay(w.cfg.Backoff)
+					continue
+				}
+				_ = m.Ack()
+			}
+		}
+		if n == 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// watchQueues keeps dae_worker_queue_pending current.
+func (w *Worker) watchQueues(ctx context.Context, consumers map[schema.Kind]jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for k, c := range consumers {
+			if info, err := c.Info(ctx); err == nil {
+				w.metrics.Pending.WithLabelValues(string(k)).Set(float64(info.NumPending) + float64(info.NumAckPending))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
