@@ -26,6 +26,9 @@ type Classifier struct {
 	Metrics   map[string]float64 `json:"metrics,omitempty"`
 }
 
+// MetricMedianPositiveLogit names the Metrics entry holding the median logit of the training positives.
+const MetricMedianPositiveLogit = "median_positive_logit"
+
 // ClassifierOptions control TrainClassifier. Zero values take the defaults noted per field.
 type ClassifierOptions struct {
 	// Epochs over the training share (default 100).
@@ -192,6 +195,13 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 	c.Metrics["n_train"] = float64(len(trPos) + len(trNeg))
 	c.Metrics["n_train_positive"] = float64(len(trPos))
 	c.Metrics["n_holdout"] = float64(len(held))
+	// The median logit of the training positives is the paper's target for Eq. 11 manipulation; keeping it here
+	// spares the manipulating side from needing the labelled codes.
+	pz := make([]float32, 0, len(trPos)*d)
+	for _, i := range trPos {
+		pz = append(pz, z[i*d:(i+1)*d]...)
+	}
+	c.Metrics[MetricMedianPositiveLogit] = c.MedianLogit(pz)
 	if len(held) > 0 {
 		hz := make([]float32, 0, len(held)*d)
 		hl := make([]bool, 0, len(held))
