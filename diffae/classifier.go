@@ -154,6 +154,11 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 	m2 := make([]float64, d+1)
 	g := make([]float64, d+1)
 	const beta1, beta2, eps = 0.9, 0.999, 1e-8
+	// Start the bias at the log-odds of the labels the optimiser sees (balanced in PU mode) so that the few
+	// hundred Adam steps of a small labelled set go to the direction rather than to finding the base rate.
+	if !o.PU || len(trPos) >= len(trNeg) {
+		w[d] = math.Log(float64(len(trPos)) / float64(len(trNeg)))
+	}
 	step := 0
 	for range o.Epochs {
 		order := epochOrder(trPos, trNeg, o.PU, rng)
