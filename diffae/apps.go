@@ -281,7 +281,7 @@ func (m *Model) Sample(ctx context.Context, n int, o SampleOptions) (z, xT, x []
 func Accept(p, u float64) bool { return p >= 0.5 && u < p }
 
 // RejectionSample draws codes of size d in batches from draw until n pass Accept under prob, and returns them
-// with the number of codes drawn. It fails after maxDraws draws with what it has so far.
+// with the number of codes examined. It fails after maxDraws draws with what it has so far.
 func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32, error), prob func(z []float32) float64,
 	rng *rand.Rand, batch, maxDraws int) (z []float32, drawn int, err error) {
 	z = make([]float32, 0, n*d)
@@ -300,10 +300,12 @@ func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32,
 		if len(cand) != k*d {
 			return z, drawn, fmt.Errorf("rejection sampling: draw returned %d values for %d codes of %d", len(cand), k, d)
 		}
-		drawn += k
-		for i := range k {
+		// Count only the candidates examined up to the n-th acceptance, so that n/drawn estimates the
+		// acceptance rate whatever the batch size.
+		for i := 0; i < k && len(z) < n*d; i++ {
+			drawn++
 			c := cand[i*d : (i+1)*d]
-			if Accept(prob(c), rng.Float64()) && len(z) < n*d {
+			if Accept(prob(c), rng.Float64()) {
 				z = append(z, c...)
 			}
 		}
