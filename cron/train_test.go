@@ -1,0 +1,194 @@
+package cron
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"dae/diffae/metrics"
+	"dae/store/storetest"
+)
+
+// The cron trains a classifier per attribute from a few labels, scores every latent, and `score > 0.9` picks latents
+// that truly have the attribute; unchanged labels train nothing, new labels train a new version, new latents are
+// scored incrementally.
+func TestTrainAndScore(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	const n, d, k = 900, 16, 3
+	w := seedWorld(t, st, "synth", n, d, k, 1)
+	labelled := w.label(t, st, 0, 90)
+	r, err := NewRunner(st, nil, testConfig(), Options{ID: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sum, err := r.Train(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Results) != k {
+		t.Fatalf("trained %d attributes, want %d: %+v", len(sum.Results), k, sum.Results)
+	}
+	for _, res := range sum.Results {
+		if res.Action != "trained" || res.Version != 1 || !res.Promoted || res.Mode != "binary" {
+			t.Errorf("first training of %s: %+v, want version 1 trained, binary, promoted", res.Attribute, res)
+		}
+		if res.AUROC < 0.9 {
+			t.Errorf("%s: held-out AUROC %.3f, want ≥ 0.9 on separable data", res.Attribute, res.AUROC)
+		}
+	}
+	if sum.Scored == nil || sum.Scored.Scores != n*k || sum.Scored.Sketches != n {
+		t.Fatalf("training scored %+v, want %d scores and %d sketches", sum.Scored, n*k, n)
+	}
+
+	for c, attr := range w.names {
+		all, err := st.LatentsByAttribute(ctx, w.model, attr, 0, 10*n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) != n {
+			t.Errorf("%s: %d latents scored, want %d", attr, len(all), n)
+		}
+		hits, err := st.LatentsByAttribute(ctx, w.model, attr, 0.9, 10*n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		truth := map[string]bool{}
+		positives := 0
+		for i, h := range w.hashes {
+			if !labelled[h] {
+				truth[h] = w.classes[i] == c
+				if w.classes[i] == c {
+					positives++
+				}
+			}
+		}
+		var tp, fp int
+		for _, h := range hits {
+			v, ok := truth[h.ImageHash]
+			if !ok {
+				continue // a labelled image
+			}
+			if v {
+				tp++
+			} else {
+				fp++
+			}
+		}
+		precision := float64(tp) / float64(tp+fp)
+		recall := float64(tp) / float64(positives)
+		t.Logf("%s: score > 0.9 on held-out images: %d hits, precision %.3f, recall %.3f", attr, tp+fp, precision, recall)
+		if tp+fp == 0 || precision < 0.9 || recall < 0.5 {
+			t.Errorf("%s: precision %.3f (want ≥ 0.9), recall %.3f (want ≥ 0.5) of score > 0.9", attr, precision, recall)
+		}
+	}
+
+	// Nothing changed: no new versions, nothing to score.
+	sum, err = r.Train(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range sum.Results {
+		if res.Action != "unchanged" {
+			t.Errorf("retraining unchanged %s: %+v, want unchanged", res.Attribute, res)
+		}
+	}
+	sc, err := r.Score(ctx, "")
+	if err != nil || sc.Scores != 0 || sc.Sketches != 0 {
+		t.Errorf("rescoring unchanged data: %+v, %v; want nothing written", sc, err)
+	}
+
+	// More labels: a second version of each, compared with the first on the same held-out latents.
+	w.label(t, st, 90, 180)
+	sum, err = r.Train(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range sum.Results {
+		if res.Action != "trained" || res.Version != 2 {
+			t.Errorf("training %s after new labels: %+v, want version 2", res.Attribute, res)
+		}
+		hist, err := st.ClassifierHistory(ctx, w.model, res.Attribute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		promoted := 0
+		for _, h := range hist {
+			if h.Promoted {
+				promoted++
+			}
+		}
+		if len(hist) != 2 || promoted != 1 || hist[0].Promoted != res.Promoted {
+			t.Errorf("%s: history %d versions, %d promoted (v2 promoted %v, result says %v)", res.Attribute, len(hist), promoted,
+				hist[0].Promoted, res.Promoted)
+		}
+	}
+
+	// New latents are scored, and only they.
+	w.add(t, st, 50, 2)
+	sc, err = r.Score(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Latents != 50 || sc.Scores != 50*k {
+		t.Errorf("scoring 50 new latents: %+v, want 50 latents and %d scores", sc, 50*k)
+	}
+}
+
+// With positive labels only, the classifier is trained positive–unlabelled and still separates the class.
+func TestTrainPositiveUnlabelled(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	w := seedWorld(t, st, "synth", 600, 16, 3, 3)
+	var ls []labelRow
+	for i, c := range w.classes {
+		if c == 0 && len(ls) < 30 {
+			ls = append(ls, labelRow{w.hashes[i], true})
+		}
+	}
+	putLabels(t, st, w.names[0], ls)
+	r, err := NewRunner(st, nil, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := r.Train(ctx, w.model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sum.Results) != 1 || sum.Results[0].Mode != "pu" || sum.Results[0].Action != "trained" {
+		t.Fatalf("PU training: %+v", sum.Results)
+	}
+	// The held-out AUROC counts unlabelled positives as negatives, so it understates; against the truth the
+	// scores must rank the class well.
+	if a := sum.Results[0].AUROC; a <= 0.5 || math.IsNaN(a) {
+		t.Errorf("PU held-out AUROC %.3f, want > 0.5", a)
+	}
+	hits, err := st.LatentsByAttribute(ctx, w.model, w.names[0], 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	class := map[string]int{}
+	for i, h := range w.hashes {
+		class[h] = w.classes[i]
+	}
+	scores := make([]float64, len(hits))
+	truth := make([]bool, len(hits))
+	for i, h := range hits {
+		scores[i], truth[i] = float64(h.Score), class[h.ImageHash] == 0
+	}
+	if a := metrics.AUROC(scores, truth); len(hits) != len(w.hashes) || a < 0.95 {
+		t.Errorf("PU scores of %d latents (want %d): AUROC against the truth %.3f, want ≥ 0.95", len(hits), len(w.hashes), a)
+	}
+	// New latents change the unlabelled pool, so a PU classifier is retrained.
+	w.add(t, st, 10, 4)
+	sum, err = r.Train(ctx, w.model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Results[0].Action != "trained" || sum.Results[0].Version != 2 {
+		t.Errorf("PU after new latents: %+v, want version 2", sum.Results[0])
+	}
+}
