@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"image"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"dae/diffae"
+	"dae/imageio"
+)
+
+func init() {
+	register(command{"manipulate", "move images along an attribute classifier's direction in z_sem (keeping x_T) and decode", runManipulate})
+}
+
+// parseInterspersed parses flags that may come before, between or after the positional arguments (`dae
+// interpolate A B --frames 9`), which the flag package alone stops at, and returns the positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// parseFloats parses a comma-separated list of numbers.
+func parseFloats(s string) ([]float64, error) {
+	var out []float64
+	for f := range strings.SplitSeq(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a number", f)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// editFlags are how far to move: --scale, --target-logit or --target median, shared by manipulate and its eval.
+type editFlags struct {
+	scale, targetLogit *float64
+	target             *string
+}
+
+func addEditFlags(fs *flag.FlagSet) editFlags {
+	return editFlags{
+		scale:       fs.Float64("scale", math.NaN(), "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)"),
+		targetLogit: fs.Float64("target-logit", math.NaN(), "move each code so that its logit equals this (paper Eq. 11)"),
+		target:      fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)"),
+	}
+}
+
+// edit turns the flags into a diffae.Edit for c; exactly one of them must be given.
+func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
+	given := 0
+	for _, set := range []bool{!math.IsNaN(*f.scale), !math.IsNaN(*f.targetLogit), *f.target != ""} {
+		if set {
+			given++
+		}
+	}
+	if given != 1 {
+		return diffae.Edit{}, fmt.Errorf("%w: give exactly one of --scale, --target-logit, --target median", errUsage)
+	}
+	switch {
+	case !math.IsNaN(*f.scale):
+		return diffae.Edit{Scale: *f.scale}, nil
+	case !math.IsNaN(*f.targetLogit):
+		return diffae.Edit{ToLogit: true, TargetLogit: *f.targetLogit}, nil
+	case *f.target != "median":
+		return diffae.Edit{}, fmt.Errorf("%w: --target %q: only median is known", errUsage, *f.target)
+	}
+	med, ok := c.Metrics[diffae.MetricMedianPositiveLogit]
+	if !ok || math.IsNaN(med) {
+		return diffae.Edit{}, fmt.Errorf("classifier %q records no median positive logit; retrain it with `dae classify` or use --target-logit", c.Attribute)
+	}
+	return diffae.Edit{ToLogit: true, TargetLogit: med}, nil
+}
+
+// manipulation is the result of editing n codes at several fractions of the full edit.
+type manipulation struct {
+	Fractions []float64
+	Scales    []float64 // the full scale per code
+	// X holds, for fraction j and code i, image X[(j*n+i)*per:...]: fraction 0 is the reconstruction.
+	X      []float32
+	ZFinal []float32 // codes at fraction 1
+}
+
+// manipulateAt decodes each code at every fraction of its full edit (diffae.Edit), in one batch of decodes.
+func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z, xT []float32, n int, e diffae.Edit,
+	fractions []float64, steps, batch int) (*manipulation, error) {
+	d := c.Dim()
+	r := &manipulation{Fractions: fractions, Scales: make([]float64, n)}
+	for i := range n {
+		r.Scales[i] = e.Scale
+		if e.ToLogit {
+			r.Scales[i] = c.ScaleForLogit(z[i*d:(i+1)*d], e.TargetLogit)
+		}
+	}
+	zs := make([]float32, 0, len(fractions)*n*d)
+	xs := make([]float32, 0, len(fractions)*len(xT))
+	for _, f := range fractions {
+		for i := range n {
+			zi := c.Shift(z[i*d:(i+1)*d], f*r.Scales[i])
+			zs = append(zs, zi...)
+			if f == 1 {
+				r.ZFinal = append(r.ZFinal, zi...)
+			}
+		}
+		xs = append(xs, xT...)
+	}
+	var err error
+	r.X, err = decodeImages(ctx, m, zs, xs, len(fractions)*n, steps, batch)
+	return r, err
+}
+
+func toImage(m *diffae.Model, x []float32, i int) image.Image {
+	per, ch, s := m.ImageSize(), m.Cfg.InChannels, m.Cfg.ImageSize
+	return imageio.FromCHW(x[i*per:(i+1)*per], ch, s, s)
+}
+
+func runManipulate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("manipulate", flag.ContinueOnError)
+	mf := addModelFlags(fs)
+	ef := addEditFlags(fs)
+	clsPath := fs.String("classifier", "", "classifier file from `dae classify`")
+	attr := fs.String("attribute", "", "attribute (class) to move towards; may be omitted if the file holds one")
+	fracs := fs.String("sheet-fractions", "0.25,0.5,0.75,1", "fractions of the full edit shown on the contact sheet")
+	out := fs.String("out", "manipulated", "output directory: one PNG per input (the full edit) and sheet.png")
+	anyModel := fs.Bool("any-model", false, "use a classifier trained on another checkpoint of the same network")
+	inputs, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(inputs) == 0 || *clsPath == "" {
+		return fmt.Errorf("%w: dae manipulate --model M --classifier C --attribute A (--scale S | --target-logit L | --target median) INPUT…", errUsage)
+	}
+	fractions, err := parseFloats(*fracs)
+	if err != nil {
+		return fmt.Errorf("%w: --sheet-fractions: %v", errUsage, err)
+	}
+	fractions = append([]float64{0}, fractions...)
+	if fractions[len(fractions)-1] != 1 {
+		fractions = append(fractions, 1)
+	}
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	if m.Enc == nil {
+		return fmt.Errorf("%s is a DDIM baseline: it has no z_sem to manipulate", *mf.model)
+	}
+	c, err := classifierFor(*clsPath, *attr, m, *anyModel)
+	if err != nil {
+		return err
+	}
+	e, err := ef.edit(c)
+	if err != nil {
+		return err
+	}
+	x0, err := readInputs(inputs, m)
+	if err != nil {
+		return err
+	}
+	n := len(inputs)
+	z, xT, err := encodeImages(ctx, m, x0, n, *mf.steps, *mf.batch, false)
+	if err != nil {
+		return err
+	}
+	r, err := manipulateAt(ctx, m, c, z, xT, n, e, fractions, *mf.steps, *mf.batch)
+	if err != nil {
+		return err
+	}
+	last := len(fractions) - 1
+	names := outputNames(inputs, n)
+	if err := writePNGs(*out, names, m, r.X[last*n*m.ImageSize():]); err != nil {
+		return err
+	}
+	sheet := make([][]image.Image, n)
+	d := c.Dim()
+	for i := range n {
+		sheet[i] = []image.Image{toImage(m, x0, i)}
+		for j := range fractions {
+			sheet[i] = append(sheet[i], toImage(m, r.X, j*n+i))
+		}
+		fmt.Printf("%s: logit %.3f → %.3f (p %.3f → %.3f), scale %.4f\n", names[i], c.Logit(z[i*d:(i+1)*d]),
+			c.Logit(r.ZFinal[i*d:(i+1)*d]), c.Prob(z[i*d:(i+1)*d]), c.Prob(r.ZFinal[i*d:(i+1)*d]), r.Scales[i])
+	}
+	sheetPath := filepath.Join(*out, "sheet.png")
+	if err := imageio.WritePNG(sheetPath, imageio.Grid(sheet, 2, 3)); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d images and %s (columns: input, reconstruction, edits at %v of the full edit towards %q)\n",
+		n, sheetPath, fractions[1:], c.Attribute)
+	return nil
+}

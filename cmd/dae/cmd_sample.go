@@ -1,0 +1,124 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"image"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"dae/diffae"
+	"dae/imageio"
+)
+
+func init() {
+	register(command{"sample", "sample images through the latent DDIM; --condition attr=positive samples a class by rejection (§5.6)", runSample})
+}
+
+// sampleFlags are shared by sample and its eval.
+type sampleFlags struct {
+	n, latentSteps *int
+	seed           *uint64
+	condition      *string
+	classifier     *string
+	anyModel       *bool
+}
+
+func addSampleFlags(fs *flag.FlagSet, n int) sampleFlags {
+	return sampleFlags{
+		n:           fs.Int("n", n, "images"),
+		latentSteps: fs.Int("steps-latent", diffae.DefaultSteps, "DDIM steps of the latent DDIM"),
+		seed:        fs.Uint64("seed", 1, "seed of the latent noise, x_T and the acceptance draws"),
+		condition:   fs.String("condition", "", "attribute=positive: sample only that attribute, by rejection with --classifier"),
+		classifier:  fs.String("classifier", "", "classifier file (a PU classifier from a few positives is the paper's setting)"),
+		anyModel:    fs.Bool("any-model", false, "use a classifier trained on another checkpoint of the same network"),
+	}
+}
+
+// conditionClassifier returns the classifier named by --condition, or nil for unconditional sampling.
+func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, error) {
+	if *f.condition == "" {
+		if *f.classifier != "" {
+			return nil, fmt.Errorf("%w: --classifier without --condition attribute=positive", errUsage)
+		}
+		return nil, nil
+	}
+	attr, val, ok := strings.Cut(*f.condition, "=")
+	if !ok || val != "positive" || attr == "" {
+		return nil, fmt.Errorf("%w: --condition %q: want attribute=positive", errUsage, *f.condition)
+	}
+	if *f.classifier == "" {
+		return nil, fmt.Errorf("%w: --condition needs --classifier", errUsage)
+	}
+	return classifierFor(*f.classifier, attr, m, *f.anyModel)
+}
+
+// draw samples n images, conditionally when c is non-nil; it returns codes, images and the latent draws made.
+func (f sampleFlags) draw(ctx context.Context, m *diffae.Model, c *diffae.Classifier, n, steps, batch int) (z, x []float32, drawn int, err error) {
+	p := newProgress(fmt.Sprintf("sampling %d images", n))
+	defer p.finish()
+	o := diffae.SampleOptions{LatentSteps: *f.latentSteps, Steps: steps, Batch: batch, Seed: *f.seed, Progress: p.update}
+	if c == nil {
+		z, _, x, err = m.Sample(ctx, n, o)
+		return z, x, n, err
+	}
+	z, _, x, drawn, err = m.SampleConditional(ctx, c, n, o)
+	return z, x, drawn, err
+}
+
+func runSample(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sample", flag.ContinueOnError)
+	mf := addModelFlags(fs)
+	sf := addSampleFlags(fs, 16)
+	out := fs.String("out", "samples", "output directory: one PNG per sample and sheet.png")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *sf.n < 1 {
+		return fmt.Errorf("%w: --n %d: want at least 1", errUsage, *sf.n)
+	}
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	c, err := sf.conditionClassifier(m)
+	if err != nil {
+		return err
+	}
+	_, x, drawn, err := sf.draw(ctx, m, c, *sf.n, *mf.steps, *mf.batch)
+	if err != nil {
+		return err
+	}
+	names := make([]string, *sf.n)
+	for i := range names {
+		names[i] = fmt.Sprintf("sample_%04d.png", i)
+	}
+	if err := writePNGs(*out, names, m, x); err != nil {
+		return err
+	}
+	sheetPath := filepath.Join(*out, "sheet.png")
+	if err := imageio.WritePNG(sheetPath, imageio.Grid(gridOf(m, x, *sf.n), 2, 2)); err != nil {
+		return err
+	}
+	if c != nil {
+		fmt.Printf("accepted %d of %d latent samples (%.1f%%) for %q\n", *sf.n, drawn, 100*float64(*sf.n)/float64(drawn), c.Attribute)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d samples and %s\n", *sf.n, sheetPath)
+	return nil
+}
+
+// gridOf lays n images out in a near-square grid.
+func gridOf(m *diffae.Model, x []float32, n int) [][]image.Image {
+	cols := int(math.Ceil(math.Sqrt(float64(n))))
+	var rows [][]image.Image
+	for i := range n {
+		if i%cols == 0 {
+			rows = append(rows, nil)
+		}
+		rows[len(rows)-1] = append(rows[len(rows)-1], toImage(m, x, i))
+	}
+	return rows
+}

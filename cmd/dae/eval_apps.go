@@ -1,0 +1,399 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"image"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"dae/diffae"
+	"dae/imageio"
+	"dae/tensor"
+)
+
+// The application evaluations hang off `dae eval` (cmd_eval.go dispatches through evalCommands); registering
+// them here keeps that file untouched.
+func init() {
+	evalCommands["manipulate"] = runEvalManipulate
+	evalCommands["interpolate"] = runEvalInterpolate
+	evalCommands["sample"] = runEvalSample
+}
+
+// probeClass returns, per code, the index into probe of the classifier with the highest logit: the one-vs-rest
+// probe's class.
+func probeClass(probe []*diffae.Classifier, z []float32) []int {
+	d := probe[0].Dim()
+	out := make([]int, len(z)/d)
+	for i := range out {
+		best := math.Inf(-1)
+		for k, c := range probe {
+			if l := c.Logit(z[i*d : (i+1)*d]); l > best {
+				best, out[i] = l, k
+			}
+		}
+	}
+	return out
+}
+
+// loadProbe reads a classifier file holding one classifier per class (`dae classify` with all labels) for m.
+func loadProbe(path string, m *diffae.Model, anyModel bool) ([]*diffae.Classifier, error) {
+	cs, err := diffae.LoadClassifiers(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range cs {
+		if anyModel {
+			c.ModelID = ""
+		}
+		if err := c.CheckModel(m); err != nil {
+			return nil, fmt.Errorf("probe %s: %w (--any-model uses it anyway)", path, err)
+		}
+	}
+	if len(cs) < 2 {
+		return nil, fmt.Errorf("probe %s holds %d classifier; a probe needs one per class", path, len(cs))
+	}
+	return cs, nil
+}
+
+func semanticCodes(ctx context.Context, m *diffae.Model, x []float32, n, batch int) ([]float32, error) {
+	z, _, err := encodeImages(ctx, m, x, n, 1, batch, true)
+	return z, err
+}
+
+func runEvalManipulate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval manipulate", flag.ContinueOnError)
+	mf := addModelFlags(fs)
+	ef := addEditFlags(fs)
+	clsPath := fs.String("classifier", "", "classifier file (one classifier per attribute)")
+	attrs := fs.String("attributes", "", "comma-separated attributes to move towards (default: every one in the file)")
+	n := fs.Int("n", 50, "test images per attribute (taken from outside the attribute's class)")
+	probePath := fs.String("probe", "", "optional classifier file with one classifier per class: also report the probe's verdict")
+	data := fs.String("data", "", "Fashion-MNIST IDX directory (default: the Debian package's)")
+	sheets := fs.String("sheets", "", "directory for one contact sheet per attribute (input, reconstruction, edit; 8 images)")
+	anyModel := fs.Bool("any-model", false, "use classifiers trained on another checkpoint of the same network")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *clsPath == "" {
+		return fmt.Errorf("%w: dae eval manipulate --model M --classifier C (--target median | --target-logit L | --scale S)", errUsage)
+	}
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	all, err := diffae.LoadClassifiers(*clsPath)
+	if err != nil {
+		return err
+	}
+	var probe []*diffae.Classifier
+	if *probePath != "" {
+		if probe, err = loadProbe(*probePath, m, *anyModel); err != nil {
+			return err
+		}
+	}
+	imgs, err := loadImages(*data, "test", m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return err
+	}
+	names := make([]string, 0, len(all))
+	for _, c := range all {
+		names = append(names, c.Attribute)
+	}
+	if *attrs != "" {
+		names = strings.Split(*attrs, ",")
+	}
+	per := m.ImageSize()
+	fmt.Println("| attribute | n | scale (mean) | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, name := range names {
+		c, err := classifierFor(*clsPath, name, m, *anyModel)
+		if err != nil {
+			return err
+		}
+		e, err := ef.edit(c)
+		if err != nil {
+			return err
+		}
+		// Inputs: the first n test images outside the class (by label when the attribute is a class name).
+		class := indexOf(imgs.ClassNames, name)
+		if class < 0 {
+			return fmt.Errorf("attribute %q is not a class of the test set %v", name, imgs.ClassNames)
+		}
+		x0 := make([]float32, 0, *n*per)
+		for i := 0; i < imgs.N && len(x0) < *n*per; i++ {
+			if imgs.Labels[i] != class {
+				x0 = append(x0, imgs.Image(i)...)
+			}
+		}
+		k := len(x0) / per
+		z, xT, err := encodeImages(ctx, m, x0, k, *mf.steps, *mf.batch, false)
+		if err != nil {
+			return err
+		}
+		r, err := manipulateAt(ctx, m, c, z, xT, k, e, []float64{0, 1}, *mf.steps, *mf.batch)
+		if err != nil {
+			return err
+		}
+		// Re-encode the reconstructions and the edits, so both sides of every comparison went through the decoder.
+		zr, err := semanticCodes(ctx, m, r.X, 2*k, *mf.batch)
+		if err != nil {
+			return err
+		}
+		d := c.Dim()
+		zRec, zEdit := zr[:k*d], zr[k*d:]
+		var succ, probeSucc, before, after, mse, off, scale float64
+		var pc []int
+		if probe != nil {
+			pc = probeClass(probe, zEdit)
+		}
+		u := c.Direction()
+		for i := range k {
+			if c.Prob(zEdit[i*d:(i+1)*d]) >= 0.5 {
+				succ++
+			}
+			if pc != nil && probe[pc[i]].Attribute == name {
+				probeSucc++
+			}
+			before += c.Logit(zRec[i*d:(i+1)*d]) / float64(k)
+			after += c.Logit(zEdit[i*d:(i+1)*d]) / float64(k)
+			scale += r.Scales[i] / float64(k)
+			a, b := r.X[i*per:(i+1)*per], r.X[(k+i)*per:(k+i+1)*per]
+			for j := range a {
+				mse += float64(a[j]-b[j]) * float64(a[j]-b[j]) / float64(per*k)
+			}
+			off += offDirection(c, u, zRec[i*d:(i+1)*d], zEdit[i*d:(i+1)*d]) / float64(k)
+		}
+		ps := "–"
+		if probe != nil {
+			ps = fmt.Sprintf("%.1f%%", 100*probeSucc/float64(k))
+		}
+		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f |\n", name, k, scale, 100*succ/float64(k), ps,
+			before, after, mse, off)
+		if *sheets != "" {
+			if err := writeEditSheet(*sheets, m, name, x0, r.X, k); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Println("\noff-direction change: ‖Δ − (Δ·u)u‖ / ‖z_rec‖ of the re-encoded edit against the re-encoded reconstruction, in the classifier's normalised space (u = w/‖w‖); lower means the rest of the content stayed put")
+	return nil
+}
+
+// offDirection is the share of a code's normalised length by which an edit moved it off the attribute direction u.
+func offDirection(c *diffae.Classifier, u []float32, zRec, zEdit []float32) float64 {
+	var along, norm float64
+	dn := make([]float64, len(u))
+	for j := range u {
+		a := float64((zRec[j] - c.Mean[j]) / c.Std[j])
+		b := float64((zEdit[j] - c.Mean[j]) / c.Std[j])
+		dn[j] = b - a
+		along += dn[j] * float64(u[j])
+		norm += a * a
+	}
+	var off float64
+	for j := range u {
+		v := dn[j] - along*float64(u[j])
+		off += v * v
+	}
+	return math.Sqrt(off / norm)
+}
+
+func writeEditSheet(dir string, m *diffae.Model, name string, x0, x []float32, k int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var cols [][]image.Image
+	for i := range min(k, 8) {
+		cols = append(cols, []image.Image{toImage(m, x0, i), toImage(m, x, i), toImage(m, x, k+i)})
+	}
+	// Transpose: three rows (input, reconstruction, edit), one column per image.
+	rows := make([][]image.Image, 3)
+	for _, c := range cols {
+		for r := range rows {
+			rows[r] = append(rows[r], c[r])
+		}
+	}
+	path := filepath.Join(dir, "manipulate-"+fileName(name)+".png")
+	return imageio.WritePNG(path, imageio.Grid(rows, 2, 3))
+}
+
+func fileName(s string) string { return strings.NewReplacer("/", "-", " ", "_").Replace(s) }
+
+func runEvalInterpolate(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval interpolate", flag.ContinueOnError)
+	mf := addModelFlags(fs)
+	baseline := fs.String("baseline", "", "DDIM baseline checkpoint")
+	pairs := fs.Int("pairs", 10, "random pairs of test images")
+	frames := fs.Int("frames", 10, "frames per interpolation, ends included")
+	seed := fs.Uint64("seed", 1, "seed of the pair choice")
+	data := fs.String("data", "", "Fashion-MNIST IDX directory (default: the Debian package's)")
+	strips := fs.String("strips", "", "directory for the strips of the first three pairs (Diff-AE row over DDIM row)")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *baseline == "" || *frames < 3 || *pairs < 1 {
+		return fmt.Errorf("%w: dae eval interpolate --model M --baseline B [--pairs P] [--frames K≥3]", errUsage)
+	}
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	b, err := diffae.Load(tensor.NewCPU(*mf.threads), *baseline)
+	if err != nil {
+		return err
+	}
+	imgs, err := loadImages(*data, "test", m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return err
+	}
+	rng := rand.New(rand.NewPCG(*seed, 0x1e7))
+	type acc struct{ mean, variance, cv float64 }
+	res := map[string]*acc{"Diff-AE": {}, "DDIM": {}}
+	smoother := 0
+	for p := range *pairs {
+		i, j := rng.IntN(imgs.N), rng.IntN(imgs.N)
+		var rows [][]image.Image
+		var vars []float64
+		for _, mm := range []*diffae.Model{m, b} {
+			x, err := interpolation(ctx, mm, imgs.Image(i), imgs.Image(j), *frames, *mf.steps, *mf.batch)
+			if err != nil {
+				return err
+			}
+			mean, v := frameStats(mm, x, *frames)
+			a := res[kindName(mm)]
+			a.mean += mean / float64(*pairs)
+			a.variance += v / float64(*pairs)
+			a.cv += math.Sqrt(v) / mean / float64(*pairs)
+			vars = append(vars, v)
+			var row []image.Image
+			for f := range *frames {
+				row = append(row, toImage(mm, x, f))
+			}
+			rows = append(rows, row)
+		}
+		if vars[0] < vars[1] {
+			smoother++
+		}
+		if *strips != "" && p < 3 {
+			if err := os.MkdirAll(*strips, 0o755); err != nil {
+				return err
+			}
+			path := filepath.Join(*strips, fmt.Sprintf("interpolate-%d.png", p))
+			if err := imageio.WritePNG(path, imageio.Grid(rows, 2, 3)); err != nil {
+				return err
+			}
+		}
+	}
+	fmt.Printf("%d pairs, %d frames, %d DDIM steps\n\n", *pairs, *frames, *mf.steps)
+	fmt.Println("| model | mean consecutive-frame MSE | variance of consecutive-frame MSE | coefficient of variation |")
+	fmt.Println("|---|---|---|---|")
+	for _, k := range []string{"Diff-AE", "DDIM"} {
+		a := res[k]
+		fmt.Printf("| %s | %.5f | %.3g | %.3f |\n", k, a.mean, a.variance, a.cv)
+	}
+	fmt.Printf("\nDiff-AE's frame differences vary less than DDIM's in %d of %d pairs\n", smoother, *pairs)
+	return nil
+}
+
+func runEvalSample(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval sample", flag.ContinueOnError)
+	mf := addModelFlags(fs)
+	sf := addSampleFlags(fs, 100)
+	probePath := fs.String("probe", "", "classifier file with one classifier per class (`dae classify` with all labels)")
+	sheet := fs.String("sheet", "", "write the conditional (else unconditional) samples' contact sheet here")
+	if _, err := parseInterspersed(fs, args); err != nil {
+		return err
+	}
+	if *probePath == "" {
+		return fmt.Errorf("%w: dae eval sample --model M --probe P [--n N] [--condition attr=positive --classifier C]", errUsage)
+	}
+	m, err := mf.load()
+	if err != nil {
+		return err
+	}
+	probe, err := loadProbe(*probePath, m, *sf.anyModel)
+	if err != nil {
+		return err
+	}
+	cond, err := sf.conditionClassifier(m)
+	if err != nil {
+		return err
+	}
+	n := *sf.n
+	share := func(x []float32) ([]float64, error) {
+		z, err := semanticCodes(ctx, m, x, n, *mf.batch)
+		if err != nil {
+			return nil, err
+		}
+		h := make([]float64, len(probe))
+		for _, k := range probeClass(probe, z) {
+			h[k] += 1 / float64(n)
+		}
+		return h, nil
+	}
+	_, xu, _, err := sf.draw(ctx, m, nil, n, *mf.steps, *mf.batch)
+	if err != nil {
+		return err
+	}
+	hu, err := share(xu)
+	if err != nil {
+		return err
+	}
+	var hc []float64
+	xs := xu
+	if cond != nil {
+		var drawn int
+		var xc []float32
+		_, xc, drawn, err = sf.draw(ctx, m, cond, n, *mf.steps, *mf.batch)
+		if err != nil {
+			return err
+		}
+		if hc, err = share(xc); err != nil {
+			return err
+		}
+		xs = xc
+		fmt.Printf("conditional on %q: accepted %d of %d latent samples (%.1f%%)\n\n", cond.Attribute, n, drawn, 100*float64(n)/float64(drawn))
+	}
+	fmt.Printf("class shares of %d samples by the probe (re-encoded)\n\n", n)
+	if cond != nil {
+		fmt.Println("| class | unconditional | conditional |")
+		fmt.Println("|---|---|---|")
+	} else {
+		fmt.Println("| class | unconditional |")
+		fmt.Println("|---|---|")
+	}
+	var entropy float64
+	for k, c := range probe {
+		if hu[k] > 0 {
+			entropy -= hu[k] * math.Log(hu[k])
+		}
+		mark := ""
+		if cond != nil && c.Attribute == cond.Attribute {
+			mark = " (target)"
+		}
+		if cond != nil {
+			fmt.Printf("| %s%s | %.1f%% | %.1f%% |\n", c.Attribute, mark, 100*hu[k], 100*hc[k])
+		} else {
+			fmt.Printf("| %s | %.1f%% |\n", c.Attribute, 100*hu[k])
+		}
+	}
+	fmt.Printf("\nunconditional balance: entropy %.3f of a uniform %.3f\n", entropy, math.Log(float64(len(probe))))
+	if cond != nil {
+		for k, c := range probe {
+			if c.Attribute == cond.Attribute {
+				fmt.Printf("target %q: %.1f%% of conditional samples against %.1f%% unconditionally\n", c.Attribute, 100*hc[k], 100*hu[k])
+			}
+		}
+	}
+	if *sheet != "" {
+		if err := imageio.WritePNG(*sheet, imageio.Grid(gridOf(m, xs, min(n, 64)), 2, 2)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
