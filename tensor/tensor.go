@@ -20,6 +20,9 @@ type Tensor struct {
 	// Dev is the device that owns the storage.
 	Dev Device
 	n   int
+	// root is the tensor whose storage a view of accelerator memory shares. Holding it keeps that storage alive,
+	// since an accelerator returns a tensor's memory when the tensor becomes unreachable.
+	root *Tensor
 }
 
 // Len is the number of elements.
@@ -70,6 +73,10 @@ func (t *Tensor) View(off int, shape ...int) *Tensor {
 	}
 	if t.Ptr != 0 {
 		v.Ptr = t.Ptr + uintptr(off)*unsafe.Sizeof(float32(0))
+		v.root = t
+		if t.root != nil {
+			v.root = t.root
+		}
 	}
 	return v
 }
