@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"dae/diffae"
@@ -64,6 +65,9 @@ type Worker struct {
 	metrics *Metrics
 	models  modelSource
 	ackWait time.Duration
+	// unhealthy is set by a transient failure: runners then stop pulling until the store answers again, so that
+	// an outage costs the jobs in flight one delivery each instead of cycling the whole queue to the dead letters.
+	unhealthy atomic.Bool
 }
 
 // New checks cfg and fills its defaults.
@@ -174,6 +178,9 @@ func (r *runner) model(ctx context.Context, id string) (*diffae.Model, error) {
 // loop polls each kind's consumer in turn: a micro-batch of encode jobs, one job of the other kinds.
 func (r *runner) loop(ctx, work context.Context, consumers map[schema.Kind]jetstream.Consumer) {
 	for ctx.Err() == nil {
+		if r.w.unhealthy.Load() {
+			r.w.waitHealthy(ctx)
+		}
 		got := false
 		for _, k := range r.w.cfg.Kinds {
 			if ctx.Err() != nil {
@@ -408,12 +415,38 @@ func (w *Worker) retry(ctx context.Context, t *task, err error) {
 	if t.job != nil {
 		_ = w.st.RetryJob(ctx, t.key, err.Error()) // best effort: the store may be what is down
 	}
+	w.unhealthy.Store(true)
 	delay := w.backoff(n)
 	w.log.Warn("job will be retried", "kind", t.kind, "job", t.key, "delivery", n, "delay", delay, "err", err)
 	if nerr := t.msg.NakWithDelay(delay); nerr != nil {
 		w.log.Warn("nak failed", "job", t.key, "err", nerr)
 	}
 	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeRetried).Inc()
+}
+
+// waitHealthy returns once Postgres and the object store answer (or ctx ends).
+func (w *Worker) waitHealthy(ctx context.Context) {
+	delay := 100 * time.Millisecond
+	for i := 0; ctx.Err() == nil; i++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := w.st.Ping(pctx)
+		cancel()
+		if err == nil {
+			if i > 0 {
+				w.log.Info("store answers again; resuming")
+			}
+			w.unhealthy.Store(false)
+			return
+		}
+		if i == 0 {
+			w.log.Warn("store unavailable; pausing until it answers", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+	}
 }
 
 // deadLetter copies the job to the dead-letter stream with its last error, then terminates it. The dead recorder

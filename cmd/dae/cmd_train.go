@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -123,15 +124,25 @@ func trainLoop(ctx context.Context, tr *diffae.Trainer, out, logPath string, tot
 			if err := tr.Checkpoint(out); err != nil {
 				return err
 			}
+			drawLossCurve(logPath, out)
 		}
 	}
 	fmt.Fprintln(os.Stderr)
 	if err := tr.Checkpoint(out); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %s at step %d\n", out, tr.State.Step)
+	drawLossCurve(logPath, out)
+	fmt.Fprintf(os.Stderr, "wrote %s and %s at step %d\n", out, out+".loss.png", tr.State.Step)
 	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.Canceled) {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// drawLossCurve draws the loss log next to the checkpoint (OUT.loss.png). A failure to draw is reported and
+// ignored: it must never stop a training run.
+func drawLossCurve(logPath, out string) {
+	if err := plotLoss(logPath, out+".loss.png", filepath.Base(out)); err != nil {
+		slog.Warn("loss curve not drawn", "log", logPath, "err", err)
+	}
 }

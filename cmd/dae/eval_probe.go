@@ -1,0 +1,322 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"dae/dataset"
+	"dae/diffae"
+	"dae/tensor"
+)
+
+// Reconstruction kinds `eval probe --images` can score.
+const (
+	probeRandomXT  = "random-xt"
+	probeEncodedXT = "encoded-xt"
+)
+
+// probeReport is the JSON form of `dae eval probe`.
+type probeReport struct {
+	Model    string        `json:"model"`
+	ModelID  string        `json:"model_id"`
+	Train    string        `json:"train"`
+	Test     string        `json:"test"`
+	NTrain   int           `json:"n_train"`
+	NTest    int           `json:"n_test"`
+	Probe    string        `json:"probe"`
+	ZSem     probeResult   `json:"z_sem"`
+	Pixels   probeResult   `json:"pixels"`
+	Recons   []reconProbe  `json:"reconstructions,omitempty"`
+	Classes  []string      `json:"classes"`
+	Seconds  float64       `json:"seconds"`
+	Settings probeSettings `json:"settings"`
+}
+
+type probeSettings struct {
+	Epochs int     `json:"epochs"`
+	LR     float64 `json:"lr"`
+	Batch  int     `json:"batch"`
+	Seed   uint64  `json:"seed"`
+	// PixelMinStd floors the std that standardises pixels (see diffae.ProbeOptions.MinStd).
+	PixelMinStd float64 `json:"pixel_min_std"`
+}
+
+type probeResult struct {
+	Accuracy     jfloat       `json:"accuracy"`
+	MeanAUROC    jfloat       `json:"mean_auroc"`
+	MeanBinary   jfloat       `json:"mean_binary_accuracy"`
+	PerClass     []classScore `json:"per_class"`
+	TrainSeconds jfloat       `json:"train_seconds"`
+}
+
+type classScore struct {
+	Class    string `json:"class"`
+	AUROC    jfloat `json:"auroc"`
+	Accuracy jfloat `json:"accuracy"`
+}
+
+// reconProbe is the probes' accuracy on reconstructions of the first N test images, next to their accuracy on
+// the same N originals: a reconstruction that keeps the class keeps the accuracy.
+type reconProbe struct {
+	Kind string `json:"kind"`
+	T    int    `json:"T"`
+	N    int    `json:"n"`
+	// ZSem is the z_sem probe on the reconstructions re-encoded; ZSemOriginal the same probe on the originals.
+	ZSem         jfloat `json:"z_sem_accuracy"`
+	ZSemOriginal jfloat `json:"z_sem_accuracy_originals"`
+	// Pixels is the pixel probe on the reconstructions; PixelsOriginal on the originals.
+	Pixels         jfloat `json:"pixels_accuracy"`
+	PixelsOriginal jfloat `json:"pixels_accuracy_originals"`
+	// Agreement is the share of reconstructions the z_sem probe puts in the class it gives the original.
+	Agreement jfloat `json:"z_sem_agreement"`
+}
+
+func runEvalProbe(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("eval probe", flag.ContinueOnError)
+	model := fs.String("model", "", "Diff-AE checkpoint")
+	trainDir := fs.String("train", "", "labelled training images: Fashion-MNIST IDX folder (train split) or a folder (default: Debian Fashion-MNIST)")
+	testDir := fs.String("test", "", "labelled test images: Fashion-MNIST IDX folder (test split) or a folder (default: Debian Fashion-MNIST)")
+	nTrain := fs.Int("n-train", 10000, "train the probes on the first N training images (0: all)")
+	nTest := fs.Int("n-test", 0, "test on the first N test images (0: all)")
+	epochs := fs.Int("epochs", 20, "probe training epochs")
+	lr := fs.Float64("lr", 1e-3, "probe Adam learning rate")
+	batch := fs.Int("batch", 64, "probe minibatch")
+	minStd := fs.Float64("pixel-min-std", 0.05, "floor of the per-pixel std that standardises the pixel probe's input "+
+		"(pixel values in [-1,1]); keeps near-constant border pixels from dominating on reconstructions")
+	seed := fs.Uint64("seed", 1, "seed of the probes' shuffling and of the random x_T")
+	images := fs.String("images", probeRandomXT, "also score reconstructions of test images: comma list of "+
+		probeRandomXT+", "+probeEncodedXT+" (empty: none)")
+	reconSteps := fs.Int("recon-steps", 20, "T of the reconstructions")
+	nRecon := fs.Int("n-recon", 500, "reconstruct the first N test images")
+	encBatch := fs.Int("encode-batch", 64, "images per network evaluation")
+	jsonPath := fs.String("json", "", "also write the results as JSON here")
+	threads := fs.Int("threads", 0, "CPU threads (0: all)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `usage: dae eval probe --model M.safetensors [--train DIR] [--test DIR] [--n-train N] [--n-test N] [--images random-xt]
+
+The paper's Appendix E analogue: one-vs-rest logistic regressions (BCE, Adam, on features standardised by the
+training set) of each class on z_sem, and the same on raw pixels; reports per-class AUROC and accuracy on the
+test images and the 10-class accuracy of the argmax of the probes. With --images it also scores reconstructions
+of test images (decoded from z_sem with random or encoded x_T): the z_sem probe on the re-encoded reconstruction
+and the pixel probe on its pixels.`)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if *model == "" {
+		return fmt.Errorf("%w: --model is required", errUsage)
+	}
+	var kinds []string
+	for _, k := range strings.Split(*images, ",") {
+		switch k = strings.TrimSpace(k); k {
+		case "":
+		case probeRandomXT, probeEncodedXT:
+			kinds = append(kinds, k)
+		default:
+			return fmt.Errorf("%w: --images %q: want %s or %s", errUsage, k, probeRandomXT, probeEncodedXT)
+		}
+	}
+	dev := tensor.NewCPU(*threads)
+	m, desc, err := loadEvalModel(dev, *model)
+	if err != nil {
+		return err
+	}
+	if m.Enc == nil {
+		return fmt.Errorf("%w: %s is a DDIM baseline: it has no z_sem to probe", errUsage, *model)
+	}
+	start := time.Now()
+	train, err := labelledImages(*trainDir, "train", *nTrain, m)
+	if err != nil {
+		return err
+	}
+	test, err := labelledImages(*testDir, "test", *nTest, m)
+	if err != nil {
+		return err
+	}
+	if len(train.ClassNames) != len(test.ClassNames) {
+		return fmt.Errorf("%w: the training images have %d classes, the test images %d", errUsage,
+			len(train.ClassNames), len(test.ClassNames))
+	}
+	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed}
+	rep := probeReport{Model: desc, ModelID: m.ID, Train: dirName(*trainDir), Test: dirName(*testDir),
+		NTrain: train.N, NTest: test.N, Classes: train.ClassNames,
+		Probe:    "one-vs-rest logistic regression (BCE, Adam) on standardised features; accuracy of p>0.5 per class, argmax over classes for the 10-class accuracy",
+		Settings: probeSettings{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, PixelMinStd: *minStd}}
+
+	ztr, err := encodeSem(ctx, m, train, *encBatch, "encoding training images")
+	if err != nil {
+		return err
+	}
+	zte, err := encodeSem(ctx, m, test, *encBatch, "encoding test images")
+	if err != nil {
+		return err
+	}
+	e := m.Cfg.ZDim()
+	zProbe, zRes, err := trainAndTest(ctx, "z_sem", ztr, zte, e, train, test, po)
+	if err != nil {
+		return err
+	}
+	pxo := po
+	pxo.MinStd = *minStd
+	pxProbe, pxRes, err := trainAndTest(ctx, "pixels", train.Data, test.Data, train.Size(), train, test, pxo)
+	if err != nil {
+		return err
+	}
+	rep.ZSem, rep.Pixels = zRes, pxRes
+
+	if k := min(*nRecon, test.N); len(kinds) > 0 && k > 0 {
+		per := test.Size()
+		x0 := test.Data[:k*per]
+		labels := test.Labels[:k]
+		zOrig := zte[:k*e]
+		for _, kind := range kinds {
+			xT := make([]float32, k*per)
+			if kind == probeRandomXT {
+				rng := rand.New(rand.NewPCG(*seed, 0x7a5d0e))
+				for i := range xT {
+					xT[i] = float32(rng.NormFloat64())
+				}
+			} else {
+				pr := newProgress(fmt.Sprintf("encoding x_T of %d test images (T=%d)", k, *reconSteps))
+				_, xT, err = m.Encode(ctx, x0, k, diffae.EncodeOptions{Steps: *reconSteps, Batch: *encBatch,
+					Progress: pr.update})
+				pr.finish()
+				if err != nil {
+					return err
+				}
+			}
+			pr := newProgress(fmt.Sprintf("decoding %d test images with %s (T=%d)", k, kind, *reconSteps))
+			xr, err := m.Decode(ctx, zOrig, xT, k, diffae.DecodeOptions{Steps: *reconSteps, Batch: *encBatch,
+				Progress: pr.update})
+			pr.finish()
+			if err != nil {
+				return err
+			}
+			zr, _, err := m.Encode(ctx, xr, k, diffae.EncodeOptions{SemanticOnly: true, Batch: *encBatch})
+			if err != nil {
+				return err
+			}
+			predR, predO := zProbe.Predict(zr), zProbe.Predict(zOrig)
+			agree := 0
+			for i := range predR {
+				if predR[i] == predO[i] {
+					agree++
+				}
+			}
+			rep.Recons = append(rep.Recons, reconProbe{Kind: kind, T: *reconSteps, N: k,
+				ZSem: jfloat(accuracy(predR, labels)), ZSemOriginal: jfloat(accuracy(predO, labels)),
+				Pixels:         jfloat(accuracy(pxProbe.Predict(xr), labels)),
+				PixelsOriginal: jfloat(accuracy(pxProbe.Predict(x0), labels)),
+				Agreement:      jfloat(float64(agree) / float64(k))})
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	printProbe(os.Stdout, &rep)
+	if *jsonPath != "" {
+		if err := writeJSON(*jsonPath, rep); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "wrote %s\n", *jsonPath)
+	}
+	return nil
+}
+
+func dirName(d string) string {
+	if d == "" {
+		return "Fashion-MNIST (default folder)"
+	}
+	return d
+}
+
+// labelledImages loads the first n (0: all) images of a split and insists on labels.
+func labelledImages(dir, split string, n int, m *diffae.Model) (*dataset.Images, error) {
+	imgs, err := loadImages(dir, split, m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return nil, err
+	}
+	if imgs.Labels == nil || len(imgs.ClassNames) < 2 {
+		return nil, fmt.Errorf("%w: %s images of %s have no class labels to probe", errUsage, split, dirName(dir))
+	}
+	if n > 0 && n < imgs.N {
+		imgs.N = n
+		imgs.Data = imgs.Data[:n*imgs.Size()]
+		imgs.Labels = imgs.Labels[:n]
+	}
+	return imgs, nil
+}
+
+func encodeSem(ctx context.Context, m *diffae.Model, imgs *dataset.Images, batch int, what string) ([]float32, error) {
+	pr := newProgress(fmt.Sprintf("%s (%d)", what, imgs.N))
+	z, _, err := m.Encode(ctx, imgs.Data, imgs.N, diffae.EncodeOptions{SemanticOnly: true, Batch: batch,
+		Progress: pr.update})
+	pr.finish()
+	return z, err
+}
+
+func trainAndTest(ctx context.Context, name string, xtr, xte []float32, d int, train, test *dataset.Images,
+	o diffae.ProbeOptions) (*diffae.Probe, probeResult, error) {
+	fmt.Fprintf(os.Stderr, "training the %s probe (%d classes, %d examples of %d features)…\n", name,
+		len(train.ClassNames), train.N, d)
+	start := time.Now()
+	p, err := diffae.TrainProbe(ctx, xtr, d, train.Labels, train.ClassNames, o)
+	if err != nil {
+		return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
+	}
+	r := p.Evaluate(xte, test.Labels)
+	out := probeResult{Accuracy: jfloat(r.Accuracy), MeanAUROC: jfloat(r.MeanAUROC), MeanBinary: jfloat(r.MeanAccuracy),
+		TrainSeconds: jfloat(time.Since(start).Seconds())}
+	for _, c := range r.PerClass {
+		out.PerClass = append(out.PerClass, classScore{Class: c.Class, AUROC: jfloat(c.AUROC), Accuracy: jfloat(c.Accuracy)})
+	}
+	return p, out, nil
+}
+
+func accuracy(pred, labels []int) float64 {
+	ok := 0
+	for i := range pred {
+		if pred[i] == labels[i] {
+			ok++
+		}
+	}
+	return float64(ok) / float64(len(pred))
+}
+
+func printProbe(w io.Writer, r *probeReport) {
+	fmt.Fprintf(w, "Linear probe of %s\n", r.Model)
+	fmt.Fprintf(w, "trained on the first %d images of %s (train), tested on the first %d of %s (test)\n", r.NTrain,
+		r.Train, r.NTest, r.Test)
+	fmt.Fprintf(w, "%s; %d epochs, lr %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.Batch)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "class\tz_sem AUROC\tz_sem acc\tpixels AUROC\tpixels acc\t")
+	for i, c := range r.ZSem.PerClass {
+		p := r.Pixels.PerClass[i]
+		fmt.Fprintf(tw, "%s\t%.4f\t%.4f\t%.4f\t%.4f\t\n", c.Class, c.AUROC, c.Accuracy, p.AUROC, p.Accuracy)
+	}
+	fmt.Fprintf(tw, "mean\t%.4f\t%.4f\t%.4f\t%.4f\t\n", r.ZSem.MeanAUROC, r.ZSem.MeanBinary, r.Pixels.MeanAUROC,
+		r.Pixels.MeanBinary)
+	tw.Flush()
+	verdict := "z_sem beats pixels"
+	if r.ZSem.Accuracy <= r.Pixels.Accuracy {
+		verdict = "z_sem does NOT beat pixels"
+	}
+	fmt.Fprintf(w, "\n%d-class accuracy (argmax of the probes): z_sem %.4f, pixels %.4f — %s\n", len(r.Classes),
+		r.ZSem.Accuracy, r.Pixels.Accuracy, verdict)
+	for _, rc := range r.Recons {
+		fmt.Fprintf(w, "\nreconstructions with %s (T=%d) of the first %d test images:\n", rc.Kind, rc.T, rc.N)
+		fmt.Fprintf(w, "  z_sem probe on the re-encoded reconstructions: accuracy %.4f (originals %.4f); same class as the original's code %.4f\n",
+			rc.ZSem, rc.ZSemOriginal, rc.Agreement)
+		fmt.Fprintf(w, "  pixel probe on the reconstructions:            accuracy %.4f (originals %.4f)\n",
+			rc.Pixels, rc.PixelsOriginal)
+	}
+}

@@ -1,0 +1,324 @@
+package diffae
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"time"
+
+	"dae/diffae/metrics"
+)
+
+// Reconstruction methods of the paper's Table 2 analogue (SPEC A8).
+const (
+	// ReconEncoded is Diff-AE with x_T from its own stochastic encoder: encode at T steps, decode at T steps.
+	ReconEncoded = "diffae-encoded-xT"
+	// ReconRandom is Diff-AE decoding z_sem from x_T ~ N(0, I): what z_sem alone keeps of the image.
+	ReconRandom = "diffae-random-xT"
+	// ReconBaseline is the DDIM baseline with x_T from inverting its unconditional model (no z_sem).
+	ReconBaseline = "ddim-inverted-xT"
+)
+
+// ReconOptions control EvalRecon.
+type ReconOptions struct {
+	Steps []int  // the T to evaluate (e.g. 10, 20, 50, 100)
+	Batch int    // images per network evaluation (default 64)
+	Seed  uint64 // seed of the random x_T (the same noise at every T, so the rows are paired)
+	// Progress counts network evaluations of one image (image × step) over the whole evaluation.
+	Progress Progress
+	// Keep, when set, receives each method's reconstructions at each T (n×C×H×W in [-1,1]), e.g. to save them
+	// or score them with a classifier.
+	Keep func(method string, steps int, x []float32)
+}
+
+// ReconScore is the mean of one metric row over the images, with the standard error of each mean so that a
+// difference between rows can be judged against the sample size.
+type ReconScore struct {
+	Method  string  `json:"method"`
+	Steps   int     `json:"T"`
+	N       int     `json:"n"`
+	MSE     float64 `json:"mse"`
+	SSIM    float64 `json:"ssim"`
+	PSNR    float64 `json:"psnr"`
+	MSESE   float64 `json:"mse_se"`
+	SSIMSE  float64 `json:"ssim_se"`
+	PSNRSE  float64 `json:"psnr_se"`
+	Seconds float64 `json:"seconds"`
+}
+
+// ReconWork is the number of image network evaluations EvalRecon will run, for progress and estimates.
+func ReconWork(m, baseline *Model, n int, steps []int) int {
+	var w int
+	for _, t := range steps {
+		if m != nil {
+			w += 3 * t * n // encode, decode, decode from random x_T
+		}
+		if baseline != nil {
+			w += 2 * t * n // invert, decode
+		}
+	}
+	return w
+}
+
+// EvalRecon reconstructs the n images x0 (n×C×H×W in [-1,1]) at every T of o.Steps with Diff-AE m (encoded and
+// random x_T) and with the DDIM baseline (its own inverted x_T), and scores them against x0 with the authors'
+// metrics: MSE on images mapped to [0,1], SSIM with the zero-padded "same" window (metrics.SameZero) and PSNR
+// (mean of per-image dB). Either model may be nil to skip its rows.
+func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o ReconOptions) ([]ReconScore, error) {
+	if m == nil && baseline == nil {
+		return nil, errors.New("eval recon: no model to evaluate")
+	}
+	if m != nil && m.Enc == nil {
+		return nil, fmt.Errorf("eval recon: %s has no semantic encoder (pass it as the baseline)", m.Name())
+	}
+	if baseline != nil && baseline.Enc != nil {
+		return nil, fmt.Errorf("eval recon: baseline %s is a Diff-AE, not a DDIM baseline", baseline.Name())
+	}
+	ref := m
+	if ref == nil {
+		ref = baseline
+	}
+	if m != nil && baseline != nil && m.ImageSize() != baseline.ImageSize() {
+		return nil, fmt.Errorf("eval recon: the models take images of %d and %d values", m.ImageSize(),
+			baseline.ImageSize())
+	}
+	per := ref.ImageSize()
+	if n <= 0 || len(x0) != n*per {
+		return nil, fmt.Errorf("eval recon: %d values for %d images of %d", len(x0), n, per)
+	}
+	if len(o.Steps) == 0 {
+		return nil, errors.New("eval recon: no T to evaluate")
+	}
+	for _, t := range o.Steps {
+		if t <= 0 || t > NumTrainSteps {
+			return nil, fmt.Errorf("eval recon: T = %d is not in [1, %d]", t, NumTrainSteps)
+		}
+	}
+	if o.Batch <= 0 {
+		o.Batch = 64
+	}
+	dims := metrics.Dims{N: n, C: ref.Cfg.InChannels, H: ref.Cfg.ImageSize, W: ref.Cfg.ImageSize}
+	total := ReconWork(m, baseline, n, o.Steps)
+	done := 0
+	// stage adapts a stage's own progress (done of its total) to the whole evaluation's count of work units.
+	stage := func(units int) Progress {
+		base := done
+		return func(d, t int) {
+			if o.Progress != nil && t > 0 {
+				o.Progress(base+int(int64(d)*int64(units)/int64(t)), total)
+			}
+		}
+	}
+	var noise []float32
+	if m != nil {
+		rng := rand.New(rand.NewPCG(o.Seed, 0x7a5d0e))
+		noise = make([]float32, n*per)
+		for i := range noise {
+			noise[i] = float32(rng.NormFloat64())
+		}
+	}
+	var out []ReconScore
+	score := func(method string, t int, x []float32, start time.Time) {
+		if o.Keep != nil {
+			o.Keep(method, t, x)
+		}
+		s := ReconScore{Method: method, Steps: t, N: n, Seconds: time.Since(start).Seconds()}
+		s.MSE, s.MSESE = meanSE(metrics.MSE(x, x0, dims))
+		s.SSIM, s.SSIMSE = meanSE(metrics.SSIM(x, x0, dims, metrics.SameZero))
+		s.PSNR, s.PSNRSE = meanSE(metrics.PSNR(x, x0, dims))
+		out = append(out, s)
+	}
+	for _, t := range o.Steps {
+		if m != nil {
+			start := time.Now()
+			z, xT, err := m.Encode(ctx, x0, n, EncodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
+			if err != nil {
+				return nil, fmt.Errorf("eval recon: encode at T=%d: %w", t, err)
+			}
+			done += t * n
+			x, err := m.Decode(ctx, z, xT, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
+			if err != nil {
+				return nil, fmt.Errorf("eval recon: decode at T=%d: %w", t, err)
+			}
+			done += t * n
+			score(ReconEncoded, t, x, start)
+
+			start = time.Now()
+			x, err = m.Decode(ctx, z, noise, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
+			if err != nil {
+				return nil, fmt.Errorf("eval recon: decode random x_T at T=%d: %w", t, err)
+			}
+			done += t * n
+			score(ReconRandom, t, x, start)
+		}
+		if baseline != nil {
+			start := time.Now()
+			xT, err := baseline.Invert(ctx, x0, n, EncodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
+			if err != nil {
+				return nil, fmt.Errorf("eval recon: baseline inversion at T=%d: %w", t, err)
+			}
+			done += t * n
+			x, err := baseline.Decode(ctx, nil, xT, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
+			if err != nil {
+				return nil, fmt.Errorf("eval recon: baseline decode at T=%d: %w", t, err)
+			}
+			done += t * n
+			score(ReconBaseline, t, x, start)
+		}
+	}
+	return out, nil
+}
+
+// meanSE returns the mean of v and its standard error (sample std / √n); infinite values (a perfect
+// reconstruction's PSNR) are left out of both.
+func meanSE(v []float64) (mean, se float64) {
+	var s, s2 float64
+	k := 0
+	for _, x := range v {
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			continue
+		}
+		s += x
+		k++
+	}
+	if k == 0 {
+		return math.NaN(), math.NaN()
+	}
+	mean = s / float64(k)
+	for _, x := range v {
+		if math.IsInf(x, 0) || math.IsNaN(x) {
+			continue
+		}
+		s2 += (x - mean) * (x - mean)
+	}
+	if k < 2 {
+		return mean, math.NaN()
+	}
+	return mean, math.Sqrt(s2/float64(k-1)) / math.Sqrt(float64(k))
+}
+
+// ProbeOptions control TrainProbe; zero values take the defaults noted.
+type ProbeOptions struct {
+	Epochs int     // passes over the training set (default 20)
+	LR     float64 // Adam learning rate (default 1e-3)
+	Batch  int     // minibatch (default 64)
+	Seed   uint64
+	// MinStd floors the per-feature std used to standardise. Raw pixels need it: the border of Fashion-MNIST is
+	// black in nearly every image, so its std is tiny and the slight grey a diffusion model leaves there would
+	// become a huge standardised value and swamp the logits of reconstructed images.
+	MinStd float64
+}
+
+// Probe is a linear probe: one logistic regression per class (one-vs-rest) on features standardised by the
+// training set's per-dimension mean and std. The ten-class prediction is the argmax of the logits.
+type Probe struct {
+	Classes []string
+	C       []*Classifier
+}
+
+// TrainProbe fits one-vs-rest logistic regressions of labels (class indices into classes) on n = len(x)/d
+// feature vectors, the classes in parallel. It uses TrainClassifier (BCE, Adam) for each class.
+func TrainProbe(ctx context.Context, x []float32, d int, labels []int, classes []string, o ProbeOptions) (*Probe, error) {
+	if o.Epochs <= 0 {
+		o.Epochs = 20
+	}
+	if d <= 0 || len(x)%d != 0 || len(x)/d != len(labels) {
+		return nil, fmt.Errorf("probe: %d values, feature size %d, %d labels", len(x), d, len(labels))
+	}
+	if len(classes) < 2 {
+		return nil, fmt.Errorf("probe: %d classes", len(classes))
+	}
+	for i, l := range labels {
+		if l < 0 || l >= len(classes) {
+			return nil, fmt.Errorf("probe: label %d of example %d is not a class index in [0, %d)", l, i, len(classes))
+		}
+	}
+	mean, std := LatentMeanStd(x, d)
+	for j := range std {
+		std[j] = max(std[j], float32(o.MinStd))
+	}
+	p := &Probe{Classes: classes, C: make([]*Classifier, len(classes))}
+	errs := make([]error, len(classes))
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	var wg sync.WaitGroup
+	for c := range classes {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			y := make([]bool, len(labels))
+			for i, l := range labels {
+				y[i] = l == c
+			}
+			p.C[c], errs[c] = TrainClassifier(classes[c], x, d, y, ClassifierOptions{Epochs: o.Epochs, LR: o.LR,
+				Batch: o.Batch, Seed: o.Seed + uint64(c)}, mean, std)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("probe: %w", err)
+	}
+	return p, ctx.Err()
+}
+
+// ClassScore is a one-vs-rest probe's result on one class: AUROC of its logits and accuracy of p > 0.5.
+type ClassScore struct {
+	Class    string  `json:"class"`
+	AUROC    float64 `json:"auroc"`
+	Accuracy float64 `json:"accuracy"`
+}
+
+// ProbeReport is a probe's result on a test set.
+type ProbeReport struct {
+	N         int          `json:"n"`
+	PerClass  []ClassScore `json:"per_class"`
+	MeanAUROC float64      `json:"mean_auroc"`
+	// MeanAccuracy is the mean of the one-vs-rest accuracies (each at least the share of the other classes).
+	MeanAccuracy float64 `json:"mean_binary_accuracy"`
+	// Accuracy is the multi-class accuracy of the argmax of the logits.
+	Accuracy float64 `json:"accuracy"`
+}
+
+// Predict returns the argmax class of each of the n = len(x)/d feature vectors.
+func (p *Probe) Predict(x []float32) []int {
+	d := p.C[0].Dim()
+	n := len(x) / d
+	pred := make([]int, n)
+	for i := range n {
+		best := math.Inf(-1)
+		for c, cl := range p.C {
+			if s := cl.Logit(x[i*d : (i+1)*d]); s > best {
+				best, pred[i] = s, c
+			}
+		}
+	}
+	return pred
+}
+
+// Evaluate scores the probe on features x and their labels.
+func (p *Probe) Evaluate(x []float32, labels []int) ProbeReport {
+	r := ProbeReport{N: len(labels)}
+	var sa, sc float64
+	for c, cl := range p.C {
+		y := make([]bool, len(labels))
+		for i, l := range labels {
+			y[i] = l == c
+		}
+		auroc, acc := cl.Evaluate(x, y)
+		r.PerClass = append(r.PerClass, ClassScore{Class: p.Classes[c], AUROC: auroc, Accuracy: acc})
+		sa += auroc
+		sc += acc
+	}
+	r.MeanAUROC = sa / float64(len(p.C))
+	r.MeanAccuracy = sc / float64(len(p.C))
+	r.Accuracy = metrics.Accuracy(p.Predict(x), labels)
+	return r
+}

@@ -1,0 +1,470 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"image"
+	"image/png"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"dae/imageio"
+	"dae/producer"
+	"dae/schema"
+	"dae/store"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func enqueue(tb testing.TB, e *env, source, batch string) producer.Summary {
+	tb.Helper()
+	s, err := producer.Encode(context.Background(), e.st, e.js, producer.Options{Source: source, Model: e.model, Batch: batch})
+	if err != nil {
+		tb.Fatalf("enqueue %s: %v", source, err)
+	}
+	return s
+}
+
+// checkEncodedOnce checks that every image of the batch has exactly one latent and every job is done.
+func checkEncodedOnce(tb testing.TB, e *env, batch string, n int) {
+	tb.Helper()
+	if got := e.query(tb, `SELECT count(*) FROM latents WHERE model_id = $1`, e.model); got != n {
+		tb.Errorf("latents = %d, want %d", got, n)
+	}
+	if got := e.query(tb, `SELECT count(DISTINCT image_hash) FROM latents WHERE model_id = $1`, e.model); got != n {
+		tb.Errorf("distinct images with latents = %d, want %d", got, n)
+	}
+	if got := e.query(tb, `SELECT count(*) FROM jobs WHERE batch_id = $1 AND state = 'done'`, batch); got != n {
+		tb.Errorf("done jobs = %d, want %d", got, n)
+	}
+	// Every done job's image has its latent: nothing acknowledged without its effect.
+	if got := e.query(tb, `SELECT count(*) FROM jobs j WHERE j.batch_id = $1 AND j.state = 'done' AND NOT EXISTS (
+		SELECT 1 FROM latents l WHERE l.model_id = $2 AND l.image_hash = j.payload->>'image_hash')`, batch, e.model); got != 0 {
+		tb.Errorf("%d done jobs without a latent", got)
+	}
+}
+
+func TestEncodeFolderTwoWorkers(t *testing.T) {
+	e := newEnv(t)
+	const n = 500
+	dir := e.fashion(t, n)
+	batch := "two-workers-" + randomHex(t, 3)
+	first := enqueue(t, e, dir, batch)
+	if first.Found != n || first.New != n || first.Invalid != 0 || first.Ignored != 1 {
+		t.Fatalf("first enqueue: %v; want %d found and new, labels.csv ignored", first, n)
+	}
+	again := enqueue(t, e, dir, batch)
+	if again.New != 0 || again.Requeued != n {
+		t.Errorf("second enqueue before any work: %v; want 0 new, %d requeued", again, n)
+	}
+	if got := e.streamMsgs(t); got != n {
+		t.Errorf("job stream holds %d messages after two enqueues, want %d (duplicates dropped)", got, n)
+	}
+	e.startWorker(t, e.st, nil)
+	e.startWorker(t, e.st, nil)
+	s := e.waitBatch(t, batch, n, 3*time.Minute)
+	if s.Counts[store.StateDone] != n {
+		t.Fatalf("batch: %v, want %d done", s.Counts, n)
+	}
+	checkEncodedOnce(t, e, batch, n)
+	third := enqueue(t, e, dir, batch)
+	if third.New != 0 || third.Requeued != 0 || third.Skipped != n {
+		t.Errorf("enqueue after the batch finished: %v; want 0 new, %d skipped", third, n)
+	}
+	if got := e.query(t, `SELECT count(*) FROM jobs`); got != n {
+		t.Errorf("jobs = %d after three enqueues, want %d", got, n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if got := e.streamMsgs(t); got != 0 {
+		t.Errorf("job stream holds %d messages after the batch, want 0", got)
+	}
+}
+
+func TestSIGKILLedWorkerLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	const n = 200
+	dir := e.fashion(t, n)
+	batch := "kill-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	c := e.cfg
+	cmd.Env = append(os.Environ(), helperEnv+"=1", "DAE_NATS_URL="+e.natsURL,
+		store.EnvPGURL+"="+c.PGURL, store.EnvS3Endpoint+"="+c.S3Endpoint, store.EnvS3AccessKey+"="+c.S3AccessKey,
+		store.EnvS3SecretKey+"="+c.S3SecretKey, store.EnvS3Secure+"="+fmt.Sprint(c.S3Secure), store.EnvS3Region+"="+c.S3Region,
+		store.EnvBucketImages+"="+c.BucketImages, store.EnvBucketOutputs+"="+c.BucketOutputs, store.EnvBucketModels+"="+c.BucketModels)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`) < n/4 {
+		select {
+		case err := <-exited:
+			t.Fatalf("the worker process exited early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatal("the worker process finished no quarter of the batch in 2 minutes")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-exited
+	killedAt := e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`)
+	if killedAt >= n {
+		t.Fatalf("the worker finished all %d jobs before it was killed; nothing tested", n)
+	}
+	running := e.query(t, `SELECT count(*) FROM jobs WHERE state = 'running'`)
+	t.Logf("killed the worker process with %d/%d done and %d running", killedAt, n, running)
+
+	e.startWorker(t, e.st, nil)
+	s := e.waitBatch(t, batch, n, 3*time.Minute)
+	if s.Counts[store.StateDone] != n {
+		t.Fatalf("batch after restart: %v, want %d done", s.Counts, n)
+	}
+	checkEncodedOnce(t, e, batch, n)
+	if running > 0 {
+		if got := e.query(t, `SELECT count(*) FROM jobs WHERE batch_id = $1 AND attempts > 1`, batch); got == 0 {
+			t.Errorf("%d jobs were running at the kill, but no job was attempted twice", running)
+		}
+	}
+}
+
+// pngHeader is a PNG signature and IHDR chunk (with a correct CRC) declaring w×h 8-bit grey, and no data.
+func pngHeader(w, h uint32) []byte {
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := make([]byte, 17)
+	copy(ihdr, "IHDR")
+	binary.BigEndian.PutUint32(ihdr[4:], w)
+	binary.BigEndian.PutUint32(ihdr[8:], h)
+	ihdr[12] = 8 // bit depth; colour type 0 (grey), compression, filter, interlace 0
+	binary.Write(&b, binary.BigEndian, uint32(13))
+	b.Write(ihdr)
+	binary.Write(&b, binary.BigEndian, crc32.ChecksumIEEE(ihdr))
+	return b.Bytes()
+}
+
+func TestBadInputsFailAlone(t *testing.T) {
+	e := newEnv(t)
+	const good = 20
+	dir := e.fashion(t, good)
+	var real bytes.Buffer
+	if err := png.Encode(&real, image.NewGray(image.Rect(0, 0, 32, 32))); err != nil {
+		t.Fatal(err)
+	}
+	noisy := image.NewGray(image.Rect(0, 0, 64, 64))
+	for i := range noisy.Pix {
+		noisy.Pix[i] = uint8(i * 7919 >> 3)
+	}
+	real.Reset()
+	if err := png.Encode(&real, noisy); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string][]byte{
+		"truncated.png": real.Bytes()[:real.Len()/2],
+		"notes.jpg":     []byte("this is a text file, not a JPEG\n"),
+		"empty0x0.png":  pngHeader(0, 0),
+		"huge.png":      pngHeader(20000, 20000),
+	}
+	for name, data := range bad {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch := "bad-" + randomHex(t, 3)
+	sum := enqueue(t, e, dir, batch)
+	if sum.Found != good+4 || sum.New != good+1 || sum.Invalid != 3 {
+		t.Errorf("enqueue: %v; want %d found, %d new (truncated data passes the header check), 3 invalid", sum, good+4, good+1)
+	}
+	// A message with a missing field, published past the producer.
+	raw := fmt.Sprintf(`{"v":1,"kind":"encode","model":%q,"batch":%q}`, e.model, batch)
+	if _, err := e.js.Publish(context.Background(), schema.Subject(schema.KindEncode), []byte(raw), jetstream.WithMsgID("hand-made-1")); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(t, e.st, nil)
+	s := e.waitBatch(t, batch, good+5, 2*time.Minute)
+	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 5 || s.Counts[store.StateDead] != 0 {
+		t.Fatalf("batch: %v; want %d done and 5 failed", s.Counts, good)
+	}
+	fails, err := e.st.Failures(context.Background(), batch, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wants := map[string]string{
+		"truncated.png": imageio.ErrCorrupt.Error(),
+		"notes.jpg":     imageio.ErrNotImage.Error(),
+		"empty0x0.png":  imageio.ErrEmpty.Error(),
+		"huge.png":      "20000×20000",
+		"hand-made-1":   `field "image_hash": missing`,
+	}
+	for what, want := range wants {
+		found := false
+		for _, f := range fails {
+			if strings.Contains(f.Error, want) && (strings.Contains(f.Error, what) || strings.Contains(f.DedupKey, what)) {
+				found = true
+				if f.Attempts > 1 {
+					t.Errorf("%s was attempted %d times; a bad input must not be retried", what, f.Attempts)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no stored failure for %s containing %q; failures: %+v", what, want, fails)
+		}
+	}
+	checkLatents := e.query(t, `SELECT count(*) FROM latents`)
+	if checkLatents != good {
+		t.Errorf("latents = %d, want %d", checkLatents, good)
+	}
+
+	// Retrying the failed items re-runs the four image jobs (they fail again, with the same reasons); the message
+	// that never parsed cannot be retried.
+	retried, skipped, err := producer.RetryFailed(context.Background(), e.st, e.js, batch, false)
+	if err != nil || retried != 4 || skipped != 1 {
+		t.Fatalf("RetryFailed = %d retried, %d skipped, %v; want 4 and 1", retried, skipped, err)
+	}
+	s = e.waitBatch(t, batch, good+5, time.Minute)
+	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 5 {
+		t.Errorf("batch after retry: %v; want %d done and 5 failed", s.Counts, good)
+	}
+}
+
+// proxy forwards TCP connections to target until it is cut; Cut closes the listener and every connection (the
+// database "goes away"), Restore listens again on the same port.
+type proxy struct {
+	target string
+	addr   string
+	mu     sync.Mutex
+	l      net.Listener
+	conns  []net.Conn
+}
+
+func newProxy(tb testing.TB, target string) *proxy {
+	p := &proxy{target: target}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p.addr = l.Addr().String()
+	p.serve(l)
+	tb.Cleanup(p.Cut)
+	return p
+}
+
+func (p *proxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { defer c.Close(); defer u.Close(); copyConn(u, c) }()
+			go func() { defer c.Close(); defer u.Close(); copyConn(c, u) }()
+		}
+	}()
+}
+
+func copyConn(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *proxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		p.l.Close()
+		p.l = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) Restore(tb testing.TB) {
+	l, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		tb.Fatalf("proxy: listen again on %s: %v", p.addr, err)
+	}
+	p.serve(l)
+}
+
+func TestDatabaseOutageJobsWait(t *testing.T) {
+	e := newEnv(t)
+	const n = 150
+	dir := e.fashion(t, n)
+	batch := "outage-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+
+	// The worker reaches Postgres through a proxy that the test cuts for a while: a real outage for the worker,
+	// none for the other users of the shared server.
+	host := strings.SplitN(strings.SplitN(e.cfg.PGURL, "@", 2)[1], "/", 2)[0]
+	px := newProxy(t, host)
+	wcfg := e.cfg
+	wcfg.PGURL = strings.Replace(e.cfg.PGURL, "@"+host+"/", "@"+px.addr+"/", 1)
+	wst := e.open(t, wcfg)
+	e.startWorker(t, wst, nil)
+
+	for e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`) < n/5 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	px.Cut()
+	const outage = 4 * time.Second
+	t.Logf("database cut off for %v with %d/%d done", outage, e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`), n)
+	time.Sleep(outage)
+	px.Restore(t)
+	s := e.waitBatch(t, batch, n, 3*time.Minute)
+	if s.Counts[store.StateDone] != n {
+		t.Fatalf("batch after the outage: %v, want %d done", s.Counts, n)
+	}
+	checkEncodedOnce(t, e, batch, n)
+	if got := e.query(t, `SELECT count(*) FROM jobs WHERE attempts > 1`); got == 0 {
+		t.Log("no job was retried: the outage hit no job in flight")
+	}
+}
+
+func TestOutputJobs(t *testing.T) {
+	e := newEnv(t)
+	dir := e.fashion(t, 3)
+	batch := "outputs-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+	e.startWorker(t, e.st, nil)
+	e.waitBatch(t, batch, 3, time.Minute)
+	ctx := context.Background()
+	rows := e.query(t, `SELECT count(*) FROM latents`)
+	if rows != 3 {
+		t.Fatalf("latents = %d, want 3", rows)
+	}
+	fails, _ := e.st.Failures(ctx, "", 10)
+	if len(fails) != 0 {
+		t.Fatalf("failures: %+v", fails)
+	}
+	hashes := e.hashes(t)
+	z := tinyConfig(t).ZDim()
+	w := make([]float32, z)
+	for i := range w {
+		w[i] = float32(i%3) - 1
+	}
+	if _, err := e.st.AddClassifier(ctx, store.Classifier{ModelID: e.model, Attribute: "bag", Weights: w, Bias: 0.1, Promoted: true}); err != nil {
+		t.Fatal(err)
+	}
+	h := schema.Header{Model: e.model, Batch: batch + "-out"}
+	jobs := []schema.Job{
+		&schema.Decode{Header: h, ImageHash: hashes[0], Steps: 3, Noise: "encoded"},
+		&schema.Decode{Header: h, ImageHash: hashes[0], Steps: 3, Noise: "random", Seed: 5},
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "bag", Scale: 0.5, Steps: 3},
+		&schema.Interpolate{Header: h, ImageHashA: hashes[0], ImageHashB: hashes[2], Frames: 4, Steps: 3},
+		&schema.Sample{Header: h, Count: 4, Steps: 3, LatentSteps: 3, Seed: 1},
+		&schema.Regenerate{Header: h, ImageHash: hashes[2], Op: schema.KindDecode, Steps: 3, Generation: 1},
+	}
+	failing := []schema.Job{
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "smiling", Scale: 1, Steps: 3},
+		&schema.Decode{Header: h, ImageHash: strings.Repeat("ab", 32), Steps: 3, Noise: "encoded"},
+	}
+	for _, j := range append(append([]schema.Job{}, jobs...), failing...) {
+		if _, err := producer.Publish(ctx, e.st, e.js, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := e.waitBatch(t, h.Batch, len(jobs)+len(failing), 2*time.Minute)
+	if s.Counts[store.StateDone] != len(jobs) || s.Counts[store.StateFailed] != len(failing) {
+		fails, _ := e.st.Failures(ctx, h.Batch, 10)
+		t.Fatalf("output jobs: %v; want %d done, %d failed; failures %+v", s.Counts, len(jobs), len(failing), fails)
+	}
+	for _, j := range jobs {
+		key, _ := schema.OutputKey(j.JobKind(), j.DedupKey(), "png")
+		if got := e.query(t, `SELECT count(*) FROM outputs o JOIN jobs j ON j.id = o.job_id
+			WHERE o.dedup_key = $1 AND o.object_key = $2 AND o.model_id = $3`, j.DedupKey(), key, e.model); got != 1 {
+			t.Errorf("%s: %d output rows, want 1", j.DedupKey(), got)
+		}
+		data, _, err := e.st.GetObject(ctx, e.cfg.BucketOutputs, key)
+		if err != nil {
+			t.Errorf("%s: %v", j.DedupKey(), err)
+			continue
+		}
+		img, err := png.Decode(bytes.NewReader(data))
+		if err != nil {
+			t.Errorf("%s: output is not a PNG: %v", j.DedupKey(), err)
+			continue
+		}
+		want := 16
+		switch j := j.(type) {
+		case *schema.Interpolate:
+			want = j.Frames*16 + (j.Frames+1)*2
+		}
+		if j.JobKind() != schema.KindSample && img.Bounds().Dx() != want {
+			t.Errorf("%s: output %v wide, want %d", j.DedupKey(), img.Bounds(), want)
+		}
+	}
+	fails, err := e.st.Failures(ctx, h.Batch, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reasons := ""
+	for _, f := range fails {
+		reasons += f.Error + "\n"
+	}
+	for _, want := range []string{`no promoted classifier for "smiling"`, "has no latent"} {
+		if !strings.Contains(reasons, want) {
+			t.Errorf("failures do not mention %q:\n%s", want, reasons)
+		}
+	}
+}
+
+// hashes lists the image hashes with latents under the env's model, in order.
+func (e *env) hashes(tb testing.TB) []string {
+	tb.Helper()
+	c, err := pgx.Connect(context.Background(), e.cfg.PGURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	rows, err := c.Query(context.Background(), `SELECT image_hash FROM latents WHERE model_id = $1 ORDER BY image_hash`, e.model)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
