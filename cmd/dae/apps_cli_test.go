@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"dae/diffae"
+	"dae/imageio"
+	"dae/tensor"
+)
+
+func TestParseInterspersed(t *testing.T) {
+	tests := []struct {
+		args   []string
+		frames int
+		pos    []string
+	}{
+		{[]string{"a", "b", "--frames", "5"}, 5, []string{"a", "b"}},
+		{[]string{"--frames", "4", "a", "b"}, 4, []string{"a", "b"}},
+		{[]string{"a", "--frames=3", "b"}, 3, []string{"a", "b"}},
+		{[]string{"a", "--", "--frames"}, 9, []string{"a", "--frames"}},
+	}
+	for _, tc := range tests {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		frames := fs.Int("frames", 9, "")
+		pos, err := parseInterspersed(fs, tc.args)
+		if err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if *frames != tc.frames || !slices.Equal(pos, tc.pos) {
+			t.Errorf("%v: frames %d, positional %q; want %d, %q", tc.args, *frames, pos, tc.frames, tc.pos)
+		}
+	}
+}
+
+// tinyLatentModel writes a random tiny model with latent statistics (as `dae train-latent` leaves it).
+func tinyLatentModel(t *testing.T, dir string, seed uint64) string {
+	t.Helper()
+	cfg, err := diffae.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := diffae.New(tensor.NewCPU(1), cfg, seed)
+	e := cfg.ZDim()
+	m.Stats = &diffae.LatentStats{Mean: make([]float32, e), Std: make([]float32, e)}
+	for j := range e {
+		m.Stats.Std[j] = 1
+	}
+	path := filepath.Join(dir, fmt.Sprintf("tinylat%d.safetensors", seed))
+	if err := m.Save(path, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func pngSize(t *testing.T, path string) (w, h int) {
+	t.Helper()
+	img, err := imageio.DecodeFile(path, imageio.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img.Bounds().Dx(), img.Bounds().Dy()
+}
+
+// TestAppsTiny runs classify (CSV labels), manipulate, interpolate and sample on a random tiny model: the files
+// and contact sheets have the documented layout and the flag errors are caught.
+func TestAppsTiny(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	model := tinyLatentModel(t, dir, 1)
+	imgs := testImages(t, dir, 8, 16, 16)
+	codesPath := filepath.Join(dir, "codes.safetensors")
+	if err := runEncode(ctx, append([]string{"--model", model, "--semantic-only", "--out", codesPath}, imgs...)); err != nil {
+		t.Fatal(err)
+	}
+	var csv strings.Builder
+	csv.WriteString("file,attribute,label\n")
+	for i, p := range imgs {
+		fmt.Fprintf(&csv, "%s,odd,%d\n", filepath.Base(p), i%2)
+	}
+	labels := filepath.Join(dir, "labels.csv")
+	if err := os.WriteFile(labels, []byte(csv.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cls := filepath.Join(dir, "cls.json")
+	if err := runClassify(ctx, []string{"--model", model, "--codes", codesPath, "--labels", labels, "--holdout", "0",
+		"--epochs", "5", "--out", cls}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := diffae.LoadClassifier(cls, "odd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := diffae.Load(tensor.NewCPU(1), model)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.ModelID != m.ID || c.Metrics["n_train"] != 8 {
+		t.Errorf("classifier for model %q on %v codes, want %q and 8", c.ModelID, c.Metrics["n_train"], m.ID)
+	}
+
+	cell := 16*3 + 2 // contact sheets scale 16×16 images by 3 with 2 pixels of padding
+	t.Run("manipulate", func(t *testing.T) {
+		out := filepath.Join(dir, "man")
+		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target-logit", "2"}} {
+			args := append([]string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--out", out}, edit...)
+			if err := runManipulate(ctx, append(args, imgs[:2]...)); err != nil {
+				t.Fatalf("%v: %v", edit, err)
+			}
+		}
+		for _, n := range []string{"in0.png", "in1.png"} {
+			if _, err := os.Stat(filepath.Join(out, n)); err != nil {
+				t.Error(err)
+			}
+		}
+		// Columns: input, reconstruction, 0.25, 0.5, 0.75, 1.
+		if w, h := pngSize(t, filepath.Join(out, "sheet.png")); w != 2+6*cell || h != 2+2*cell {
+			t.Errorf("sheet %d×%d, want %d×%d", w, h, 2+6*cell, 2+2*cell)
+		}
+	})
+
+	t.Run("interpolate", func(t *testing.T) {
+		out := filepath.Join(dir, "strip.png")
+		if err := runInterpolate(ctx, []string{imgs[0], imgs[1], "--model", model, "--frames", "3", "--steps", "2", "--out", out}); err != nil {
+			t.Fatal(err)
+		}
+		// Input, three frames, input.
+		if w, h := pngSize(t, out); w != 2+5*cell || h != 2+cell {
+			t.Errorf("strip %d×%d, want %d×%d", w, h, 2+5*cell, 2+cell)
+		}
+	})
+
+	t.Run("sample", func(t *testing.T) {
+		out := filepath.Join(dir, "samples")
+		if err := runSample(ctx, []string{"--model", model, "--n", "3", "--steps-latent", "2", "--steps", "2", "--out", out}); err != nil {
+			t.Fatal(err)
+		}
+		if err := runSample(ctx, []string{"--model", model, "--n", "2", "--steps-latent", "2", "--steps", "2", "--out", out,
+			"--condition", "odd=positive", "--classifier", cls}); err != nil {
+			t.Fatal(err)
+		}
+		files, _ := filepath.Glob(filepath.Join(out, "sample_*.png"))
+		if len(files) != 3 {
+			t.Errorf("%d sample files, want 3", len(files))
+		}
+	})
+
+	other := tinyLatentModel(t, dir, 2)
+	noStats := tinyModel(t, dir, 3, nil)
+	errTests := []struct {
+		name string
+		run  func(context.Context, []string) error
+		args []string
+		want string
+	}{
+		{"two edits", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--target-logit", "1", imgs[0]}, "exactly one"},
+		{"no edit", runManipulate, []string{"--model", model, "--classifier", cls, imgs[0]}, "exactly one"},
+		{"unknown target", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "mean", imgs[0]}, "median"},
+		{"unknown attribute", runManipulate, []string{"--model", model, "--classifier", cls, "--attribute", "even", "--scale", "1", imgs[0]}, "no classifier"},
+		{"other model", runManipulate, []string{"--model", other, "--classifier", cls, "--scale", "1", imgs[0]}, "trained on model"},
+		{"one input", runInterpolate, []string{"--model", model, imgs[0]}, "usage"},
+		{"bad condition", runSample, []string{"--model", model, "--condition", "odd", "--classifier", cls}, "attribute=positive"},
+		{"no latent stats", runSample, []string{"--model", noStats, "--n", "1", "--steps", "2", "--steps-latent", "2", "--out", filepath.Join(dir, "x")}, "latent"},
+		{"mode", runClassify, []string{"--model", model, "--mode", "semi", "--out", cls}, "binary or pu"},
+	}
+	for _, tc := range errTests {
+		err := tc.run(ctx, tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err %v, want one mentioning %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+func TestFewShot(t *testing.T) {
+	// Two classes of 6 codes each; k = 2 keeps two of each.
+	var labels [2][]bool
+	var known [2][]bool
+	for a := range 2 {
+		labels[a] = make([]bool, 12)
+		known[a] = make([]bool, 12)
+		for i := range 12 {
+			labels[a][i] = i%2 == a
+			known[a][i] = true
+		}
+	}
+	got := fewShot(known[:], labels[:], 2, newTestRand())
+	for a := range 2 {
+		var kept, pos int
+		for i := range 12 {
+			if got[a][i] {
+				kept++
+				if labels[a][i] {
+					pos++
+				}
+			}
+		}
+		if kept != 4 || pos != 2 {
+			t.Errorf("class %d: kept %d labelled codes with %d positives, want 4 and 2", a, kept, pos)
+		}
+	}
+}
+
+func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
