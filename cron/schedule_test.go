@@ -17,7 +17,6 @@ type tickLog struct {
 	ticks map[time.Time][]bool // per tick: ran, one entry per replica attempt
 }
 
-
 func (l *tickLog) record(_ string, tick time.Time, ran bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
