@@ -4,15 +4,16 @@ import (
 	"context"
 	"fmt"
 
+	"dae/producer"
 	"dae/schema"
 	"dae/store"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// JetStreamPublisher records each job in SQL (queued, keyed by its dedup key) and then publishes it on its kind's
-// subject with the dedup key as Nats-Msg-Id, so the stream drops a duplicate published within its duplicate window
-// and the jobs table keeps one row whatever happens.
+// JetStreamPublisher publishes jobs the way the producer does (producer.Publish): each job is recorded in SQL
+// (queued, keyed by its dedup key) and published with the dedup key as Nats-Msg-Id, and a job already finished is
+// not published again.
 type JetStreamPublisher struct {
 	st *store.Store
 	js jetstream.JetStream
@@ -25,16 +26,8 @@ func NewJetStreamPublisher(st *store.Store, js jetstream.JetStream) *JetStreamPu
 
 // Publish records and publishes j.
 func (p *JetStreamPublisher) Publish(ctx context.Context, j schema.Job) error {
-	data, err := schema.Marshal(j)
-	if err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	if _, _, err := p.st.RecordJob(ctx, j); err != nil {
-		return fmt.Errorf("publish: %w", err)
-	}
-	key := j.DedupKey()
-	if _, err := p.js.Publish(ctx, schema.Subject(j.JobKind()), data, jetstream.WithMsgID(key)); err != nil {
-		return fmt.Errorf("publish %s: %w", key, err)
+	if _, err := producer.Publish(ctx, p.st, p.js, j); err != nil {
+		return fmt.Errorf("publish %s: %w", j.DedupKey(), err)
 	}
 	return nil
 }
