@@ -67,7 +67,8 @@ func ReconWork(m, baseline *Model, n int, steps []int) int {
 // EvalRecon reconstructs the n images x0 (n×C×H×W in [-1,1]) at every T of o.Steps with Diff-AE m (encoded and
 // random x_T) and with the DDIM baseline (its own inverted x_T), and scores them against x0 with the authors'
 // metrics: MSE on images mapped to [0,1], SSIM with the zero-padded "same" window (metrics.SameZero) and PSNR
-// (mean of per-image dB). Either model may be nil to skip its rows.
+// (mean of per-image dB). Either model may be nil to skip its rows. When it stops on an error (a cancelled
+// context, say), it returns the rows finished so far with the error, so that hours of work are not lost.
 func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o ReconOptions) ([]ReconScore, error) {
 	if m == nil && baseline == nil {
 		return nil, errors.New("eval recon: no model to evaluate")
@@ -137,12 +138,12 @@ func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o R
 			start := time.Now()
 			z, xT, err := m.Encode(ctx, x0, n, EncodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
 			if err != nil {
-				return nil, fmt.Errorf("eval recon: encode at T=%d: %w", t, err)
+				return out, fmt.Errorf("eval recon: encode at T=%d: %w", t, err)
 			}
 			done += t * n
 			x, err := m.Decode(ctx, z, xT, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
 			if err != nil {
-				return nil, fmt.Errorf("eval recon: decode at T=%d: %w", t, err)
+				return out, fmt.Errorf("eval recon: decode at T=%d: %w", t, err)
 			}
 			done += t * n
 			score(ReconEncoded, t, x, start)
@@ -150,7 +151,7 @@ func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o R
 			start = time.Now()
 			x, err = m.Decode(ctx, z, noise, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
 			if err != nil {
-				return nil, fmt.Errorf("eval recon: decode random x_T at T=%d: %w", t, err)
+				return out, fmt.Errorf("eval recon: decode random x_T at T=%d: %w", t, err)
 			}
 			done += t * n
 			score(ReconRandom, t, x, start)
@@ -159,12 +160,12 @@ func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o R
 			start := time.Now()
 			xT, err := baseline.Invert(ctx, x0, n, EncodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
 			if err != nil {
-				return nil, fmt.Errorf("eval recon: baseline inversion at T=%d: %w", t, err)
+				return out, fmt.Errorf("eval recon: baseline inversion at T=%d: %w", t, err)
 			}
 			done += t * n
 			x, err := baseline.Decode(ctx, nil, xT, n, DecodeOptions{Steps: t, Batch: o.Batch, Progress: stage(t * n)})
 			if err != nil {
-				return nil, fmt.Errorf("eval recon: baseline decode at T=%d: %w", t, err)
+				return out, fmt.Errorf("eval recon: baseline decode at T=%d: %w", t, err)
 			}
 			done += t * n
 			score(ReconBaseline, t, x, start)

@@ -42,6 +42,8 @@ type reconReport struct {
 	Rows       []reconRow  `json:"rows"`
 	Checks     []claimLine `json:"checks,omitempty"`
 	Seconds    float64     `json:"seconds"`
+	// Interrupted marks a report cut short (Ctrl-C): Rows holds the T finished before.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 type reconRow struct {
@@ -76,7 +78,8 @@ func runEvalRecon(ctx context.Context, args []string) error {
 	batch := fs.Int("batch", 64, "images per network evaluation")
 	seed := fs.Uint64("seed", 1, "seed of the random x_T")
 	jsonPath := fs.String("json", "", "also write the results as JSON here")
-	gridPath := fs.String("grid", "", "also write a contact sheet (first 8 images: originals, then each method and T) here")
+	gridPath := fs.String("grid", "", "also write a contact sheet here: the first 8 images in columns; rows: originals, then for each T "+
+		"Diff-AE encoded x_T, Diff-AE random x_T, baseline (those evaluated)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: dae eval recon --model M.safetensors [--baseline B.safetensors] [--data DIR] [--n N] [--steps 10,20,50,100] [--json OUT.json]
@@ -139,8 +142,13 @@ and PSNR with their standard errors.`)
 	scores, err := diffae.EvalRecon(ctx, m, b, x0, rep.N, diffae.ReconOptions{Steps: steps, Batch: *batch,
 		Seed: *seed, Progress: pr.update, Keep: sheet.keep})
 	pr.finish()
-	if err != nil {
+	if err != nil && len(scores) == 0 {
 		return err
+	}
+	if err != nil {
+		// Interrupted: report the rows that are done, then the error.
+		fmt.Fprintf(os.Stderr, "stopped early (%v); the rows finished so far follow\n", err)
+		rep.Interrupted = true
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	for _, s := range scores {
@@ -162,7 +170,7 @@ and PSNR with their standard errors.`)
 		}
 		fmt.Fprintf(os.Stderr, "wrote %s\n", *gridPath)
 	}
-	return nil
+	return err
 }
 
 // parseSteps reads "10,20,50,100".
@@ -228,7 +236,11 @@ func printRecon(w io.Writer, r *reconReport) {
 	if r.Baseline != "" {
 		fmt.Fprintf(w, "baseline: %s\n", r.Baseline)
 	}
-	fmt.Fprintf(w, "%s; ± is the standard error of the mean\n\n", r.Metrics)
+	fmt.Fprintf(w, "%s; ± is the standard error of the mean\n", r.Metrics)
+	if r.Interrupted {
+		fmt.Fprintln(w, "INTERRUPTED: only the rows below were finished")
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "T\tmethod\tMSE\tSSIM\tPSNR (dB)\ttime\t")
 	last := -1

@@ -1,0 +1,124 @@
+package diffae
+
+import (
+	"context"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestEvalRecon(t *testing.T) {
+	cfg := tinyConfig(t, false)
+	cfg.Dropout = 0
+	m := New(cpu, cfg, 1)
+	b := New(cpu, cfg.Baseline(), 2)
+	const n = 3
+	x0 := newFixedImages(rand.New(rand.NewPCG(1, 1)), n, m.ImageSize()).data
+	steps := []int{2, 3}
+	var last, total int
+	kept := map[string]int{}
+	scores, err := EvalRecon(context.Background(), m, b, x0, n, ReconOptions{Steps: steps, Batch: 2, Seed: 1,
+		Progress: func(d, tot int) { last, total = d, tot },
+		Keep:     func(method string, _ int, x []float32) { kept[method] += len(x) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := ReconWork(m, b, n, steps); total != want || last != want {
+		t.Errorf("progress ended at %d of %d, want %d of %d", last, total, want, want)
+	}
+	if len(scores) != 3*len(steps) {
+		t.Fatalf("%d rows, want %d", len(scores), 3*len(steps))
+	}
+	for _, s := range scores {
+		if s.N != n || !(s.MSE > 0) || !(s.SSIM <= 1) || math.IsNaN(s.PSNR) || math.IsNaN(s.MSESE) {
+			t.Errorf("implausible row %+v", s)
+		}
+		// PSNR is the mean of per-image 10·log10(1/MSE): by Jensen it is at least that of the mean MSE.
+		if s.PSNR < -10*math.Log10(s.MSE)-1e-9 {
+			t.Errorf("%s T=%d: PSNR %v below that of the mean MSE %v", s.Method, s.Steps, s.PSNR, s.MSE)
+		}
+	}
+	for _, k := range []string{ReconEncoded, ReconRandom, ReconBaseline} {
+		if kept[k] != len(steps)*n*m.ImageSize() {
+			t.Errorf("Keep got %d values of %s", kept[k], k)
+		}
+	}
+
+	// Swapped models and bad T are refused; a cancelled run returns no rows and the context's error.
+	bad := []struct {
+		name  string
+		m, b  *Model
+		steps []int
+	}{
+		{"baseline as model", b, nil, steps},
+		{"Diff-AE as baseline", nil, m, steps},
+		{"T zero", m, nil, []int{0}},
+		{"no T", m, nil, nil},
+	}
+	for _, tt := range bad {
+		if _, err := EvalRecon(context.Background(), tt.m, tt.b, x0, n, ReconOptions{Steps: tt.steps}); err == nil {
+			t.Errorf("%s: no error", tt.name)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if rows, err := EvalRecon(ctx, m, b, x0, n, ReconOptions{Steps: steps}); !errors.Is(err, context.Canceled) ||
+		len(rows) != 0 {
+		t.Errorf("cancelled: %d rows, error %v", len(rows), err)
+	}
+}
+
+func TestMeanSE(t *testing.T) {
+	mean, se := meanSE([]float64{1, 2, 3, math.Inf(1)})
+	if mean != 2 || math.Abs(se-1/math.Sqrt(3)) > 1e-12 {
+		t.Errorf("meanSE = %v, %v; want 2 and 1/√3", mean, se)
+	}
+	if m, se := meanSE([]float64{5}); m != 5 || !math.IsNaN(se) {
+		t.Errorf("one value: %v, %v", m, se)
+	}
+}
+
+// TestProbe trains probes on three Gaussian clusters in 6 dimensions (well separated along the first three) and
+// checks that they classify held-out points; on shuffled labels they must not.
+func TestProbe(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 5))
+	const d, classes = 6, 3
+	sample := func(n int) ([]float32, []int) {
+		x := make([]float32, n*d)
+		y := make([]int, n)
+		for i := range n {
+			y[i] = rng.IntN(classes)
+			for j := range d {
+				x[i*d+j] = float32(rng.NormFloat64())
+			}
+			x[i*d+y[i]] += 3
+			x[i*d+5] = 0.5 // a constant feature: standardising must not divide by zero
+		}
+		return x, y
+	}
+	xtr, ytr := sample(300)
+	xte, yte := sample(200)
+	names := []string{"a", "b", "c"}
+	p, err := TrainProbe(context.Background(), xtr, d, ytr, names, ProbeOptions{Epochs: 10, LR: 1e-2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := p.Evaluate(xte, yte)
+	if r.Accuracy < 0.85 || r.MeanAUROC < 0.95 || len(r.PerClass) != classes {
+		t.Errorf("separable clusters: accuracy %.3f, mean AUROC %.3f, %d classes", r.Accuracy, r.MeanAUROC,
+			len(r.PerClass))
+	}
+	shuffled := append([]int(nil), ytr...)
+	rng.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+	p, err = TrainProbe(context.Background(), xtr, d, shuffled, names, ProbeOptions{Epochs: 10, LR: 1e-2, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Evaluate(xte, yte); r.Accuracy > 0.6 {
+		t.Errorf("shuffled labels: accuracy %.3f, want near chance", r.Accuracy)
+	}
+	if _, err := TrainProbe(context.Background(), xtr, d, append(ytr[:299:299], 3), names, ProbeOptions{}); err == nil {
+		t.Error("a label outside the classes was accepted")
+	}
+}
