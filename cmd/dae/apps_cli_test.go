@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"dae/dataset"
 	"dae/diffae"
 	"dae/imageio"
 	"dae/tensor"
@@ -208,3 +209,75 @@ func TestFewShot(t *testing.T) {
 }
 
 func newTestRand() *rand.Rand { return rand.New(rand.NewPCG(1, 2)) }
+
+// TestEvalAppsTiny runs classify on Fashion-MNIST codes and the three application evaluations with random tiny
+// grey 32×32 models, checking the reports and images appear (the numbers of a random model mean nothing).
+func TestEvalAppsTiny(t *testing.T) {
+	if !isIDXDir(dataset.DefaultFashionMNISTDir) {
+		t.Skip("Fashion-MNIST not installed")
+	}
+	ctx := context.Background()
+	dir := t.TempDir()
+	cfg, _ := diffae.Preset("tiny")
+	cfg.ImageSize, cfg.InChannels, cfg.OutChannels, cfg.AttentionResolutions = 32, 1, 1, []int{16}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	m := diffae.New(tensor.NewCPU(1), cfg, 4)
+	m.Stats = &diffae.LatentStats{Mean: make([]float32, cfg.ZDim()), Std: slices.Repeat([]float32{1}, cfg.ZDim())}
+	model := filepath.Join(dir, "grey.safetensors")
+	if err := m.Save(model, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	baseline := filepath.Join(dir, "base.safetensors")
+	if err := diffae.New(tensor.NewCPU(1), cfg.Baseline(), 5).Save(baseline, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	cls := filepath.Join(dir, "cls.json")
+	if err := runClassify(ctx, []string{"--model", model, "--n", "300", "--test-n", "100", "--epochs", "3",
+		"--cache", dir, "--out", cls}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := diffae.LoadClassifiers(cls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cs) != 10 || cs[1].Attribute != "Trouser" || cs[1].Metrics["n_test"] != 100 {
+		t.Fatalf("%d classifiers, second %q on %v test codes; want the 10 classes, 100 test codes", len(cs), cs[1].Attribute, cs[1].Metrics["n_test"])
+	}
+	pu := filepath.Join(dir, "pu.json")
+	if err := runClassify(ctx, []string{"--model", model, "--n", "300", "--test-n", "0", "--epochs", "2", "--mode", "pu",
+		"--few-shot", "5", "--attributes", "Trouser", "--cache", dir, "--out", pu}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := diffae.LoadClassifier(pu, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// PU trains on every code; 5 positives minus the held-out share.
+	if c.Metrics["n_train"]+c.Metrics["n_holdout"] != 300 || c.Metrics["n_train_positive"] > 5 {
+		t.Errorf("PU classifier on %v+%v codes with %v positives; want 300 codes and at most 5", c.Metrics["n_train"], c.Metrics["n_holdout"], c.Metrics["n_train_positive"])
+	}
+	img := filepath.Join(dir, "img")
+	steps := []string{"--model", model, "--steps", "2"}
+	runs := []struct {
+		run  func(context.Context, []string) error
+		args []string
+		want string
+	}{
+		{runEvalManipulate, []string{"--classifier", cls, "--probe", cls, "--attributes", "Trouser,Bag", "--n", "3", "--target", "median", "--sheets", img}, "manipulate-Bag.png"},
+		{runEvalInterpolate, []string{"--baseline", baseline, "--pairs", "2", "--frames", "3", "--strips", img}, "interpolate-1.png"},
+		{runEvalSample, []string{"--probe", cls, "--n", "3", "--steps-latent", "2", "--condition", "Trouser=positive", "--classifier", pu, "--sheet", filepath.Join(img, "s.png")}, "s.png"},
+	}
+	for _, r := range runs {
+		if err := r.run(ctx, append(slices.Clone(steps), r.args...)); err != nil {
+			t.Fatalf("%v: %v", r.args, err)
+		}
+		if _, err := os.Stat(filepath.Join(img, r.want)); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := runEval(ctx, []string{"sample"}); err == nil || !strings.Contains(err.Error(), "--probe") {
+		t.Errorf("dae eval sample without --probe: %v", err)
+	}
+}

@@ -9,7 +9,6 @@ import (
 
 	"dae/diffae"
 	"dae/imageio"
-	"dae/tensor"
 )
 
 func init() {
@@ -59,7 +58,7 @@ func runInterpolate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rows, err := interpolationRows(ctx, m, *baseline, pos, *frames, *mf.steps, *mf.batch, *mf.threads)
+	rows, err := interpolationRows(ctx, m, *baseline, pos, *frames, *mf.steps, *mf.batch)
 	if err != nil {
 		return err
 	}
@@ -72,7 +71,7 @@ func runInterpolate(ctx context.Context, args []string) error {
 
 // interpolationRows makes the strip rows (inputs at both ends) for m and, when baseline is set, the baseline, and
 // prints each row's frame-difference statistics.
-func interpolationRows(ctx context.Context, m *diffae.Model, baseline string, inputs []string, frames, steps, batch, threads int) ([][]image.Image, error) {
+func interpolationRows(ctx context.Context, m *diffae.Model, baseline string, inputs []string, frames, steps, batch int) ([][]image.Image, error) {
 	x0, err := readInputs(inputs, m)
 	if err != nil {
 		return nil, err
@@ -80,7 +79,7 @@ func interpolationRows(ctx context.Context, m *diffae.Model, baseline string, in
 	per := m.ImageSize()
 	models := []*diffae.Model{m}
 	if baseline != "" {
-		b, err := diffae.Load(tensor.NewCPU(threads), baseline)
+		b, err := diffae.Load(m.Dev, baseline) // the same device as the model
 		if err != nil {
 			return nil, err
 		}

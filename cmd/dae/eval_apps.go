@@ -13,7 +13,6 @@ import (
 
 	"dae/diffae"
 	"dae/imageio"
-	"dae/tensor"
 )
 
 // The application evaluations hang off `dae eval` (cmd_eval.go dispatches through evalCommands); registering
@@ -175,7 +174,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f |\n", name, k, scale, 100*succ/float64(k), ps,
 			before, after, mse, off)
 		if *sheets != "" {
-			if err := writeEditSheet(*sheets, m, name, x0, r.X, k); err != nil {
+			if err := writeEditSheet(ctx, *sheets, m, c, e, x0, z, xT, k, *mf.steps, *mf.batch); err != nil {
 				return err
 			}
 		}
@@ -203,22 +202,28 @@ func offDirection(c *diffae.Classifier, u []float32, zRec, zEdit []float32) floa
 	return math.Sqrt(off / norm)
 }
 
-func writeEditSheet(dir string, m *diffae.Model, name string, x0, x []float32, k int) error {
+// writeEditSheet writes the contact sheet of the first few inputs: input, reconstruction and the edit at a quarter,
+// half, three quarters and all of its full scale.
+func writeEditSheet(ctx context.Context, dir string, m *diffae.Model, c *diffae.Classifier, e diffae.Edit,
+	x0, z, xT []float32, k, steps, batch int) error {
+	k = min(k, 6)
+	per, d := m.ImageSize(), c.Dim()
+	fr := []float64{0, 0.25, 0.5, 0.75, 1}
+	r, err := manipulateAt(ctx, m, c, z[:k*d], xT[:k*per], k, e, fr, steps, batch)
+	if err != nil {
+		return err
+	}
+	rows := make([][]image.Image, k)
+	for i := range k {
+		rows[i] = []image.Image{toImage(m, x0, i)}
+		for j := range fr {
+			rows[i] = append(rows[i], toImage(m, r.X, j*k+i))
+		}
+	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	var cols [][]image.Image
-	for i := range min(k, 8) {
-		cols = append(cols, []image.Image{toImage(m, x0, i), toImage(m, x, i), toImage(m, x, k+i)})
-	}
-	// Transpose: three rows (input, reconstruction, edit), one column per image.
-	rows := make([][]image.Image, 3)
-	for _, c := range cols {
-		for r := range rows {
-			rows[r] = append(rows[r], c[r])
-		}
-	}
-	path := filepath.Join(dir, "manipulate-"+fileName(name)+".png")
+	path := filepath.Join(dir, "manipulate-"+fileName(c.Attribute)+".png")
 	return imageio.WritePNG(path, imageio.Grid(rows, 2, 3))
 }
 
@@ -243,7 +248,7 @@ func runEvalInterpolate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := diffae.Load(tensor.NewCPU(*mf.threads), *baseline)
+	b, err := diffae.Load(m.Dev, *baseline) // the same device as the model
 	if err != nil {
 		return err
 	}
