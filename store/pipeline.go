@@ -215,3 +215,40 @@ func (s *Store) RemoveBucket(ctx context.Context, bucket string) error {
 	}
 	return nil
 }
+
+// ImageSources returns the recorded source (file name or URL) of each known image among hashes.
+func (s *Store) ImageSources(ctx context.Context, hashes []string) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT hash, source FROM images WHERE hash = ANY($1)`, hashes)
+	if err != nil {
+		return nil, fmt.Errorf("store: image sources (%d hashes): %w", len(hashes), err)
+	}
+	defer rows.Close()
+	out := make(map[string]string, len(hashes))
+	for rows.Next() {
+		var h, src string
+		if err := rows.Scan(&h, &src); err != nil {
+			return nil, fmt.Errorf("store: image sources: %w", err)
+		}
+		out[h] = src
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: image sources: %w", err)
+	}
+	return out, nil
+}
+
+// ListLatentHashes calls fn with the image hashes of up to limit latents of the model, oldest first.
+func (s *Store) ListLatentHashes(ctx context.Context, modelID string, limit int, fn func(hash string)) error {
+	rows, err := s.pool.Query(ctx, `SELECT image_hash FROM latents WHERE model_id = $1 ORDER BY id LIMIT $2`, modelID, limit)
+	if err != nil {
+		return fmt.Errorf("store: latents of model %s: %w", modelID, err)
+	}
+	hashes, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("store: latents of model %s: %w", modelID, err)
+	}
+	for _, h := range hashes {
+		fn(h)
+	}
+	return nil
+}
