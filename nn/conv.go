@@ -31,6 +31,10 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	hw := h * w
 	c.x = x
 	c.y = tensor.Ensure(d, c.y, n, c.Cout, h, w)
+	if cd, ok := d.(tensor.ConvDevice); ok {
+		cd.Conv2dForward(c.y, x, c.W.W, c.B.W, n, c.Cin, c.Cout, h, w, c.K)
+		return c.y
+	}
 	if c.K == 1 {
 		d.Gemm(tensor.GemmArgs{M: c.Cout, N: hw, K: c.Cin, Alpha: 1, A: c.W.W, B: x, C: c.y,
 			Batch: n, StrideB: c.Cin * hw, StrideC: c.Cout * hw})
@@ -53,6 +57,15 @@ func (c *Conv2d) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	hw := h * w
 	if !dy.ShapeEq(n, c.Cout, h, w) {
 		shapeFail(c.Name+" backward", dy, "%v", c.y.Shape)
+	}
+	if cd, ok := d.(tensor.ConvDevice); ok {
+		var dx *tensor.Tensor
+		if !c.NoInputGrad {
+			c.dx = tensor.Ensure(d, c.dx, n, c.Cin, h, w)
+			dx = c.dx
+		}
+		cd.Conv2dBackward(dx, c.W.G, c.B.G, dy, c.x, c.W.W, n, c.Cin, c.Cout, h, w, c.K)
+		return dx
 	}
 	d.ChannelSumAcc(c.B.G, dy, n, c.Cout, hw)
 	c.dycn = tensor.Ensure(d, c.dycn, c.Cout, n*hw)

@@ -46,6 +46,7 @@ import "C"
 
 import (
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -54,7 +55,7 @@ import (
 // CPU is the host device: GEMM in OpenBLAS, the other kernels in vectorised C split over Threads goroutines.
 type CPU struct {
 	threads int
-	scratch sync.Pool
+	scratch scratchPool
 }
 
 // NewCPU returns the CPU device using threads cores (0: GOMAXPROCS). OpenBLAS is set to one thread: the device
@@ -374,14 +375,10 @@ func (d *CPU) GroupNorm(y, x, gamma, beta, mean, rstd *Tensor, n, c, hw, g int, 
 	})
 }
 
-// scratch returns a host buffer of n floats from a pool; put it back with release.
+// scratchBuf returns a host buffer of n floats from a pool of power-of-two size classes; return it with
+// d.scratch.Put.
 func (d *CPU) scratchBuf(n int) *[]float32 {
-	if v, ok := d.scratch.Get().(*[]float32); ok && cap(*v) >= n {
-		*v = (*v)[:n]
-		return v
-	}
-	b := make([]float32, n)
-	return &b
+	return d.scratch.get(n)
 }
 
 func (d *CPU) GroupNormBackward(gr GNGrads, dy, x, gamma, beta, mean, rstd *Tensor, n, c, hw, g int, mod GNMod) {
@@ -529,4 +526,151 @@ func (d *CPU) DropoutMask(mask *Tensor, p float32, seed uint64) {
 func (d *CPU) EMA(ema, w *Tensor, decay float32) {
 	pe, pw := ptr(ema), ptr(w)
 	d.par(w.n, elemGrain, func(lo, hi int) { C.k_ema(pe, pw, C.float(decay), C.long(lo), C.long(hi)) })
+}
+
+// convMinImages is the batch size from which convolutions are split over the cores by image rather than by GEMM.
+func (d *CPU) convByImage(n int) bool { return n >= d.threads }
+
+// sgemm1 is a single-threaded row-major product on host slices.
+func sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+	beta float32, c []float32, ldc int) {
+	ta, tb := C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans), C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans)
+	if transA {
+		ta = C.CblasTrans
+	}
+	if transB {
+		tb = C.CblasTrans
+	}
+	C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m), C.blasint(n), C.blasint(k), C.float(alpha),
+		(*C.float)(unsafe.Pointer(&a[0])), C.blasint(lda), (*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb),
+		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
+}
+
+func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
+	hw := h * wd
+	kk := cin * k * k
+	if !d.convByImage(n) {
+		d.convForwardBatch(y, x, w, b, n, cin, cout, h, wd, k)
+		return
+	}
+	d.par(n, 1, func(lo, hi int) {
+		var colp *[]float32
+		if k > 1 {
+			colp = d.scratchBuf(kk * hw)
+			defer d.scratch.Put(colp)
+		}
+		for i := lo; i < hi; i++ {
+			xb := x.Data[i*cin*hw : (i+1)*cin*hw]
+			src := xb
+			if k > 1 {
+				src = *colp
+				C.k_im2col((*C.float)(unsafe.Pointer(&src[0])), (*C.float)(unsafe.Pointer(&xb[0])), 1, C.long(cin),
+					C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
+			}
+			yb := y.Data[i*cout*hw : (i+1)*cout*hw]
+			sgemm1(false, false, cout, hw, kk, 1, w.Data, kk, src, hw, 0, yb, hw)
+			C.k_add_bias((*C.float)(unsafe.Pointer(&yb[0])), ptr(b), C.long(cout), C.long(hw), 0, C.long(cout))
+		}
+	})
+}
+
+// convForwardBatch is the small-batch path: one im2col over the batch and a GEMM split over the cores.
+func (d *CPU) convForwardBatch(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
+	hw := h * wd
+	kk := cin * k * k
+	colp := d.scratchBuf(kk * n * hw)
+	defer d.scratch.Put(colp)
+	ycp := d.scratchBuf(cout * n * hw)
+	defer d.scratch.Put(ycp)
+	col := Wrap(d, (*colp)[:kk*n*hw], kk, n*hw)
+	if k > 1 {
+		d.Im2Col(col, x, n, cin, h, wd, k, k/2)
+	} else {
+		d.NCHWToCNHW(col, x, n, cin, hw)
+	}
+	ycn := Wrap(d, (*ycp)[:cout*n*hw], cout, n*hw)
+	d.Gemm(GemmArgs{M: cout, N: n * hw, K: kk, Alpha: 1, A: w, B: col, C: ycn})
+	d.CNHWToNCHW(y, ycn, b, n, cout, hw)
+}
+
+func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, k int) {
+	hw := h * wd
+	kk := cin * k * k
+	d.ChannelSumAcc(db, dy, n, cout, hw)
+	var mu sync.Mutex
+	workers := 1
+	if d.convByImage(n) {
+		workers = d.threads
+	}
+	per := (n + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += per {
+		hi := min(lo+per, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			colp := d.scratchBuf(kk * hw)
+			dcolp := d.scratchBuf(kk * hw)
+			dwp := d.scratchBuf(cout * kk)
+			defer d.scratch.Put(colp)
+			defer d.scratch.Put(dcolp)
+			defer d.scratch.Put(dwp)
+			col, dcol, dwl := *colp, *dcolp, *dwp
+			clear(dwl)
+			for i := lo; i < hi; i++ {
+				xb := x.Data[i*cin*hw : (i+1)*cin*hw]
+				dyb := dy.Data[i*cout*hw : (i+1)*cout*hw]
+				src := xb
+				if k > 1 {
+					src = col
+					C.k_im2col((*C.float)(unsafe.Pointer(&col[0])), (*C.float)(unsafe.Pointer(&xb[0])), 1,
+						C.long(cin), C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
+				}
+				sgemm1(false, true, cout, kk, hw, 1, dyb, hw, src, hw, 1, dwl, kk)
+				if dx == nil {
+					continue
+				}
+				dxb := dx.Data[i*cin*hw : (i+1)*cin*hw]
+				if k == 1 {
+					sgemm1(true, false, cin, hw, cout, 1, w.Data, cin, dyb, hw, 0, dxb, hw)
+					continue
+				}
+				sgemm1(true, false, kk, hw, cout, 1, w.Data, kk, dyb, hw, 0, dcol, hw)
+				clear(dxb)
+				C.k_col2im((*C.float)(unsafe.Pointer(&dxb[0])), (*C.float)(unsafe.Pointer(&dcol[0])), 1, C.long(cin),
+					C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(cin))
+			}
+			mu.Lock()
+			for j, v := range dwl {
+				dw.Data[j] += v
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+}
+
+// scratchPool keeps reusable host buffers by power-of-two size class, so kernels that need temporary space do not
+// allocate in a steady training step.
+type scratchPool struct {
+	classes [48]sync.Pool
+}
+
+func (p *scratchPool) get(n int) *[]float32 {
+	c := bits.Len(uint(max(n, 1) - 1))
+	if v, ok := p.classes[c].Get().(*[]float32); ok {
+		*v = (*v)[:n]
+		return v
+	}
+	b := make([]float32, n, 1<<c)
+	return &b
+}
+
+// Put returns a buffer taken with get.
+func (p *scratchPool) Put(b *[]float32) {
+	c := bits.Len(uint(max(cap(*b), 1) - 1))
+	if 1<<c != cap(*b) {
+		return
+	}
+	p.classes[c].Put(b)
 }

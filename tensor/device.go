@@ -106,3 +106,13 @@ type Device interface {
 	// EMA sets ema = decay·ema + (1−decay)·w.
 	EMA(ema, w *Tensor, decay float32)
 }
+
+// ConvDevice is implemented by devices with a convolution of their own. The CPU's works image by image so that each
+// im2col matrix stays in cache and needs no permutation; devices without one get whole-batch im2col and one GEMM
+// from the layer (package nn).
+type ConvDevice interface {
+	// Conv2dForward sets y [n,cout,h,w] = x [n,cin,h,w] ⋆ w [cout,cin,k,k] + b, stride 1, padding (k−1)/2.
+	Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int)
+	// Conv2dBackward adds to dw and db and, when dx is not nil, sets dx.
+	Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, k int)
+}

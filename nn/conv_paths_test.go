@@ -1,0 +1,48 @@
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"dae/tensor"
+)
+
+// plainDevice hides the CPU's own convolution, so layers take the whole-batch im2col path other devices use.
+type plainDevice struct{ tensor.Device }
+
+// The CPU's per-image convolution and the generic whole-batch path give the same outputs and gradients.
+func TestConvPathsAgree(t *testing.T) {
+	for _, tc := range []struct{ n, cin, cout, h, w, k int }{
+		{1, 3, 5, 4, 6, 3}, {3, 4, 6, 5, 5, 3}, {2, 7, 3, 3, 4, 1}, {4, 8, 8, 1, 1, 3},
+	} {
+		rng := rand.New(rand.NewPCG(uint64(tc.n), uint64(tc.cin)))
+		x := randT(rng, tc.n, tc.cin, tc.h, tc.w)
+		dy := randT(rng, tc.n, tc.cout, tc.h, tc.w)
+		run := func(d tensor.Device) (y, dx, dw, db []float32) {
+			ps := NewParams(cpu)
+			c := NewConv2d(ps, "conv", tc.cin, tc.cout, tc.k)
+			Init{rand.New(rand.NewPCG(5, 6))}.TorchDefault(c.W, c.B, tc.cin*tc.k*tc.k)
+			for _, p := range ps.List {
+				p.W.Dev, p.G.Dev = d, d
+			}
+			xd := tensor.Wrap(d, append([]float32(nil), x.Data...), x.Shape...)
+			dyd := tensor.Wrap(d, append([]float32(nil), dy.Data...), dy.Shape...)
+			y = append([]float32(nil), c.Forward(xd).Data...)
+			dx = append([]float32(nil), c.Backward(dyd).Data...)
+			return y, dx, c.W.G.Data, c.B.G.Data
+		}
+		y1, dx1, dw1, db1 := run(cpu)
+		y2, dx2, dw2, db2 := run(plainDevice{cpu})
+		for _, p := range []struct {
+			name string
+			a, b []float32
+		}{{"y", y1, y2}, {"dx", dx1, dx2}, {"dw", dw1, dw2}, {"db", db1, db2}} {
+			for i := range p.a {
+				if math.Abs(float64(p.a[i]-p.b[i])) > 1e-4*(1+math.Abs(float64(p.b[i]))) {
+					t.Fatalf("%+v: %s[%d]: per-image %g, whole-batch %g", tc, p.name, i, p.a[i], p.b[i])
+				}
+			}
+		}
+	}
+}
