@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"dae/diffae"
-	"dae/tensor"
 )
 
 func init() {
@@ -33,6 +32,7 @@ func runTrain(ctx context.Context, args []string) error {
 	noFlip := fs.Bool("no-flip", false, "disable random horizontal flips")
 	logPath := fs.String("log", "", "loss log (CSV: step,loss,images_per_s); default OUT.loss.csv")
 	threads := fs.Int("threads", 0, "CPU threads (0: all)")
+	device := fs.String("device", "cpu", deviceFlagHelp)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: dae train --out MODEL.safetensors [--preset fmnist32] [--data DIR] [--baseline] [--steps N]\n\nTrains with Adam, gradient clipping and EMA; writes a checkpoint every N steps and on Ctrl-C,\nand resumes exactly from --out when it exists.")
 		fs.PrintDefaults()
@@ -43,7 +43,10 @@ func runTrain(ctx context.Context, args []string) error {
 	if *out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
 	}
-	dev := tensor.NewCPU(*threads)
+	dev, err := openDevice(*device, *threads)
+	if err != nil {
+		return err
+	}
 	var m *diffae.Model
 	resume := false
 	if _, err := os.Stat(*out); err == nil {
