@@ -44,12 +44,13 @@ func runInterpolate(ctx context.Context, args []string) error {
 	frames := fs.Int("frames", 9, "frames, the two ends included")
 	baseline := fs.String("baseline", "", "DDIM baseline checkpoint: add its interpolation (slerp of inverted x_T) as a second row")
 	out := fs.String("out", "interpolation.png", "strip (PNG)")
+	ti := addTestInputFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return fmt.Errorf("%w: dae interpolate --model M [--baseline B] [--frames K] A B", errUsage)
+	if len(pos) != 2 && *ti.indices == "" {
+		return fmt.Errorf("%w: dae interpolate --model M [--baseline B] [--frames K] (A B | --from-test I,J)", errUsage)
 	}
 	if *frames < 2 {
 		return fmt.Errorf("%w: --frames %d: want at least 2", errUsage, *frames)
@@ -58,7 +59,14 @@ func runInterpolate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	rows, err := interpolationRows(ctx, m, *baseline, pos, *frames, *mf.steps, *mf.batch)
+	x0, pos, err := ti.read(m, pos)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("%w: interpolate takes two images, got %d", errUsage, len(pos))
+	}
+	rows, err := interpolationRows(ctx, m, *baseline, x0, *frames, *mf.steps, *mf.batch)
 	if err != nil {
 		return err
 	}
@@ -71,11 +79,7 @@ func runInterpolate(ctx context.Context, args []string) error {
 
 // interpolationRows makes the strip rows (inputs at both ends) for m and, when baseline is set, the baseline, and
 // prints each row's frame-difference statistics.
-func interpolationRows(ctx context.Context, m *diffae.Model, baseline string, inputs []string, frames, steps, batch int) ([][]image.Image, error) {
-	x0, err := readInputs(inputs, m)
-	if err != nil {
-		return nil, err
-	}
+func interpolationRows(ctx context.Context, m *diffae.Model, baseline string, x0 []float32, frames, steps, batch int) ([][]image.Image, error) {
 	per := m.ImageSize()
 	models := []*diffae.Model{m}
 	if baseline != "" {

@@ -39,6 +39,46 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// testInputs are images given by index into the Fashion-MNIST test split instead of as files: --from-test 0,1,2.
+type testInputs struct{ indices, data *string }
+
+func addTestInputFlags(fs *flag.FlagSet) testInputs {
+	return testInputs{
+		indices: fs.String("from-test", "", "comma-separated indices of Fashion-MNIST test images to use instead of files"),
+		data:    fs.String("data", "", "Fashion-MNIST IDX directory for --from-test (default: the Debian package's)"),
+	}
+}
+
+// read returns the model inputs and their names: the files, or the test images --from-test names.
+func (f testInputs) read(m *diffae.Model, files []string) ([]float32, []string, error) {
+	if *f.indices == "" {
+		x, err := readInputs(files, m)
+		return x, files, err
+	}
+	if len(files) > 0 {
+		return nil, nil, fmt.Errorf("%w: give image files or --from-test, not both", errUsage)
+	}
+	imgs, err := loadImages(*f.data, "test", m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return nil, nil, err
+	}
+	var x []float32
+	var names []string
+	for s := range strings.SplitSeq(*f.indices, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || i < 0 || i >= imgs.N {
+			return nil, nil, fmt.Errorf("%w: --from-test: %q is not an index below %d", errUsage, s, imgs.N)
+		}
+		x = append(x, imgs.Image(i)...)
+		name := fmt.Sprintf("test_%05d", i)
+		if imgs.Labels != nil {
+			name += "_" + fileName(imgs.ClassNames[imgs.Labels[i]])
+		}
+		names = append(names, name+".png")
+	}
+	return x, names, nil
+}
+
 // parseFloats parses a comma-separated list of numbers.
 func parseFloats(s string) ([]float64, error) {
 	var out []float64
@@ -143,11 +183,12 @@ func runManipulate(ctx context.Context, args []string) error {
 	fracs := fs.String("sheet-fractions", "0.25,0.5,0.75,1", "fractions of the full edit shown on the contact sheet")
 	out := fs.String("out", "manipulated", "output directory: one PNG per input (the full edit) and sheet.png")
 	anyModel := fs.Bool("any-model", false, "use a classifier trained on another checkpoint of the same network")
+	ti := addTestInputFlags(fs)
 	inputs, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
 	}
-	if len(inputs) == 0 || *clsPath == "" {
+	if (len(inputs) == 0 && *ti.indices == "") || *clsPath == "" {
 		return fmt.Errorf("%w: dae manipulate --model M --classifier C --attribute A (--scale S | --target-logit L | --target median) INPUT…", errUsage)
 	}
 	fractions, err := parseFloats(*fracs)
@@ -173,7 +214,7 @@ func runManipulate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	x0, err := readInputs(inputs, m)
+	x0, inputs, err := ti.read(m, inputs)
 	if err != nil {
 		return err
 	}
