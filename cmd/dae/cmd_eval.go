@@ -8,13 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"dae/diffae"
 	"dae/tensor"
 )
 
 func init() {
-	register(command{"eval", "the paper's evaluations: `eval recon` (Table 2 analogue), `eval probe` (linear probe)",
+	register(command{"eval", "the paper's evaluations: recon (Table 2 analogue), probe (linear probe), … (dae eval lists them)",
 		runEval})
 }
 
@@ -31,8 +32,9 @@ func runEval(ctx context.Context, args []string) error {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		fmt.Fprintf(os.Stderr, "usage: dae eval <%s> [flags]; dae eval <name> -h for its flags\n", names)
-		return fmt.Errorf("%w: eval wants one of %v", errUsage, names)
+		fmt.Fprintf(os.Stderr, "usage: dae eval <%s> [flags]; dae eval <name> -h for its flags\n",
+			strings.Join(names, "|"))
+		return fmt.Errorf("%w: eval wants one of %s", errUsage, strings.Join(names, ", "))
 	}
 	return evalCommands[args[0]](ctx, args[1:])
 }
