@@ -47,6 +47,8 @@ import "C"
 import (
 	"fmt"
 	"math/bits"
+	"sync/atomic"
+	"time"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -56,6 +58,8 @@ import (
 type CPU struct {
 	threads int
 	scratch scratchPool
+	// gemmNanos adds up the thread-time spent inside OpenBLAS, so benchmarks can say how much of a step is GEMM.
+	gemmNanos atomic.Int64
 }
 
 // NewCPU returns the CPU device using threads cores (0: GOMAXPROCS). OpenBLAS is set to one thread: the device
@@ -205,8 +209,10 @@ func (d *CPU) Gemm(g GemmArgs) {
 		} else {
 			b = unsafe.Add(b, 4*n0)
 		}
+		t0 := time.Now()
 		C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m1-m0), C.blasint(n1-n0), C.blasint(g.K), C.float(g.Alpha),
 			(*C.float)(a), C.blasint(lda), (*C.float)(b), C.blasint(ldb), C.float(g.Beta), (*C.float)(c), C.blasint(ldc))
+		d.gemmNanos.Add(int64(time.Since(t0)))
 	}
 	// OpenBLAS runs single-threaded; the products are split over the cores here, so that its idle worker threads
 	// never spin against the element-wise kernels.
@@ -531,8 +537,11 @@ func (d *CPU) EMA(ema, w *Tensor, decay float32) {
 // convMinImages is the batch size from which convolutions are split over the cores by image rather than by GEMM.
 func (d *CPU) convByImage(n int) bool { return n >= d.threads }
 
+// GemmTime is the thread-time spent in GEMM since the device was made (summed over threads).
+func (d *CPU) GemmTime() time.Duration { return time.Duration(d.gemmNanos.Load()) }
+
 // sgemm1 is a single-threaded row-major product on host slices.
-func sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
+func (d *CPU) sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int,
 	beta float32, c []float32, ldc int) {
 	ta, tb := C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans), C.enum_CBLAS_TRANSPOSE(C.CblasNoTrans)
 	if transA {
@@ -541,9 +550,11 @@ func sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float32, lda in
 	if transB {
 		tb = C.CblasTrans
 	}
+	t0 := time.Now()
 	C.cblas_sgemm(C.CblasRowMajor, ta, tb, C.blasint(m), C.blasint(n), C.blasint(k), C.float(alpha),
 		(*C.float)(unsafe.Pointer(&a[0])), C.blasint(lda), (*C.float)(unsafe.Pointer(&b[0])), C.blasint(ldb),
 		C.float(beta), (*C.float)(unsafe.Pointer(&c[0])), C.blasint(ldc))
+	d.gemmNanos.Add(int64(time.Since(t0)))
 }
 
 func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
@@ -568,7 +579,7 @@ func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
 					C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
 			}
 			yb := y.Data[i*cout*hw : (i+1)*cout*hw]
-			sgemm1(false, false, cout, hw, kk, 1, w.Data, kk, src, hw, 0, yb, hw)
+			d.sgemm1(false, false, cout, hw, kk, 1, w.Data, kk, src, hw, 0, yb, hw)
 			C.k_add_bias((*C.float)(unsafe.Pointer(&yb[0])), ptr(b), C.long(cout), C.long(hw), 0, C.long(cout))
 		}
 	})
@@ -626,16 +637,16 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 					C.k_im2col((*C.float)(unsafe.Pointer(&col[0])), (*C.float)(unsafe.Pointer(&xb[0])), 1,
 						C.long(cin), C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
 				}
-				sgemm1(false, true, cout, kk, hw, 1, dyb, hw, src, hw, 1, dwl, kk)
+				d.sgemm1(false, true, cout, kk, hw, 1, dyb, hw, src, hw, 1, dwl, kk)
 				if dx == nil {
 					continue
 				}
 				dxb := dx.Data[i*cin*hw : (i+1)*cin*hw]
 				if k == 1 {
-					sgemm1(true, false, cin, hw, cout, 1, w.Data, cin, dyb, hw, 0, dxb, hw)
+					d.sgemm1(true, false, cin, hw, cout, 1, w.Data, cin, dyb, hw, 0, dxb, hw)
 					continue
 				}
-				sgemm1(true, false, kk, hw, cout, 1, w.Data, kk, dyb, hw, 0, dcol, hw)
+				d.sgemm1(true, false, kk, hw, cout, 1, w.Data, kk, dyb, hw, 0, dcol, hw)
 				clear(dxb)
 				C.k_col2im((*C.float)(unsafe.Pointer(&dxb[0])), (*C.float)(unsafe.Pointer(&dcol[0])), 1, C.long(cin),
 					C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(cin))
