@@ -714,3 +714,68 @@ SELECT DISTINCT image_hash FROM latents WHERE image_hash = ANY ($1) AND ($2 = ''
 	}
 	return out, nil
 }
+
+// Analyze refreshes the planner's statistics of the whole database (after a bulk load, before timing queries).
+func (s *Store) Analyze(ctx context.Context) error {
+	if _, err := s.pool.Exec(ctx, `ANALYZE`); err != nil {
+		return fmt.Errorf("store: analyze: %w", err)
+	}
+	return nil
+}
+
+// ImageAttribute is one attribute score of an image (view image_attributes).
+type ImageAttribute struct {
+	ModelID   string
+	LatentID  int64
+	Attribute string
+	Score     float32
+	Version   int
+}
+
+// ImageAttributes lists every promoted classifier's score of an image's latents, by model and attribute.
+func (s *Store) ImageAttributes(ctx context.Context, imageHash string) ([]ImageAttribute, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT model_id, latent_id, attribute, score, classifier_version FROM image_attributes WHERE image_hash = $1
+ORDER BY model_id, attribute`, imageHash)
+	if err != nil {
+		return nil, fmt.Errorf("store: attributes of image %s: %w", imageHash, err)
+	}
+	as, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ImageAttribute, error) {
+		var a ImageAttribute
+		err := r.Scan(&a.ModelID, &a.LatentID, &a.Attribute, &a.Score, &a.Version)
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: attributes of image %s: %w", imageHash, err)
+	}
+	return as, nil
+}
+
+// NearestLatents lists the k latents of a model nearest to an image's latent by cosine similarity of z_sem. With
+// candidates 0 it scans exactly (SQL function nearest_latents_exact); otherwise it ranks exactly only the
+// candidates latents whose sketches are nearest (nearest_latents): approximate, and much faster on many latents.
+func (s *Store) NearestLatents(ctx context.Context, modelID, imageHash string, k, candidates int) ([]Neighbour, error) {
+	var rows pgx.Rows
+	var err error
+	if candidates == 0 {
+		rows, err = s.pool.Query(ctx, `SELECT latent_id, image_hash, similarity FROM nearest_latents_exact($1, $2, $3)`, imageHash, modelID, k)
+	} else {
+		rows, err = s.pool.Query(ctx, `SELECT latent_id, image_hash, similarity FROM nearest_latents($1, $2, $3, $4)`, imageHash, modelID, k, candidates)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: nearest latents of image %s (model %s): %w", imageHash, modelID, err)
+	}
+	ns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Neighbour, error) {
+		var n Neighbour
+		var sim *float64
+		err := r.Scan(&n.LatentID, &n.ImageHash, &sim)
+		if sim != nil {
+			n.Similarity = *sim
+		}
+		return n, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: nearest latents of image %s (model %s): %w", imageHash, modelID, err)
+	}
+	return ns, nil
+}
