@@ -210,7 +210,7 @@ func runClassify(ctx context.Context, args []string) error {
 	n := fs.Int("n", 10000, "Fashion-MNIST training images to encode (0: all)")
 	testN := fs.Int("test-n", 2000, "Fashion-MNIST test images to report AUROC on (0: none)")
 	cacheDir := fs.String("cache", "", "directory for cached codes (reused when the model and n match)")
-	codesPath := fs.String("codes", "", "codes file from `dae encode` (with --labels instead of Fashion-MNIST)")
+	codesPath := fs.String("codes", "", "codes file written by dae encode (with --labels instead of Fashion-MNIST)")
 	labelsPath := fs.String("labels", "", "CSV of name,attribute,label rows for --codes")
 	attrs := fs.String("attributes", "", "comma-separated attributes/classes to train (default: all)")
 	mode := fs.String("mode", "binary", "binary (labelled negatives) or pu (positive-unlabelled)")

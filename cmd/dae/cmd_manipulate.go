@@ -92,24 +92,46 @@ func parseFloats(s string) ([]float64, error) {
 	return out, nil
 }
 
+// optFloat is a float flag that can be left unset (its help shows no default).
+type optFloat struct {
+	v   float64
+	set bool
+}
+
+func (f *optFloat) String() string {
+	if f == nil || !f.set {
+		return ""
+	}
+	return strconv.FormatFloat(f.v, 'g', -1, 64)
+}
+
+func (f *optFloat) Set(s string) error {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return fmt.Errorf("%q is not a finite number", s)
+	}
+	f.v, f.set = v, true
+	return nil
+}
+
 // editFlags are how far to move: --scale, --target-logit or --target median, shared by manipulate and its eval.
 type editFlags struct {
-	scale, targetLogit *float64
+	scale, targetLogit *optFloat
 	target             *string
 }
 
 func addEditFlags(fs *flag.FlagSet) editFlags {
-	return editFlags{
-		scale:       fs.Float64("scale", math.NaN(), "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)"),
-		targetLogit: fs.Float64("target-logit", math.NaN(), "move each code so that its logit equals this (paper Eq. 11)"),
-		target:      fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)"),
-	}
+	f := editFlags{scale: &optFloat{}, targetLogit: &optFloat{}}
+	fs.Var(f.scale, "scale", "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)")
+	fs.Var(f.targetLogit, "target-logit", "move each code so that its logit equals this (paper Eq. 11)")
+	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)")
+	return f
 }
 
 // edit turns the flags into a diffae.Edit for c; exactly one of them must be given.
 func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 	given := 0
-	for _, set := range []bool{!math.IsNaN(*f.scale), !math.IsNaN(*f.targetLogit), *f.target != ""} {
+	for _, set := range []bool{f.scale.set, f.targetLogit.set, *f.target != ""} {
 		if set {
 			given++
 		}
@@ -118,16 +140,16 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		return diffae.Edit{}, fmt.Errorf("%w: give exactly one of --scale, --target-logit, --target median", errUsage)
 	}
 	switch {
-	case !math.IsNaN(*f.scale):
-		return diffae.Edit{Scale: *f.scale}, nil
-	case !math.IsNaN(*f.targetLogit):
-		return diffae.Edit{ToLogit: true, TargetLogit: *f.targetLogit}, nil
+	case f.scale.set:
+		return diffae.Edit{Scale: f.scale.v}, nil
+	case f.targetLogit.set:
+		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v}, nil
 	case *f.target != "median":
 		return diffae.Edit{}, fmt.Errorf("%w: --target %q: only median is known", errUsage, *f.target)
 	}
 	med, ok := c.Metrics[diffae.MetricMedianPositiveLogit]
 	if !ok || math.IsNaN(med) {
-		return diffae.Edit{}, fmt.Errorf("classifier %q records no median positive logit; retrain it with `dae classify` or use --target-logit", c.Attribute)
+		return diffae.Edit{}, fmt.Errorf("classifier %q records no median positive logit; retrain it with dae classify or use --target-logit", c.Attribute)
 	}
 	return diffae.Edit{ToLogit: true, TargetLogit: med}, nil
 }
@@ -178,7 +200,7 @@ func runManipulate(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("manipulate", flag.ContinueOnError)
 	mf := addModelFlags(fs)
 	ef := addEditFlags(fs)
-	clsPath := fs.String("classifier", "", "classifier file from `dae classify`")
+	clsPath := fs.String("classifier", "", "classifier file written by dae classify")
 	attr := fs.String("attribute", "", "attribute (class) to move towards; may be omitted if the file holds one")
 	fracs := fs.String("sheet-fractions", "0.25,0.5,0.75,1", "fractions of the full edit shown on the contact sheet")
 	out := fs.String("out", "manipulated", "output directory: one PNG per input (the full edit) and sheet.png")

@@ -309,7 +309,7 @@ func runEvalSample(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("eval sample", flag.ContinueOnError)
 	mf := addModelFlags(fs)
 	sf := addSampleFlags(fs, 100)
-	probePath := fs.String("probe", "", "classifier file with one classifier per class (`dae classify` with all labels)")
+	probePath := fs.String("probe", "", "classifier file with one classifier per class (dae classify with all labels)")
 	sheet := fs.String("sheet", "", "write the conditional (else unconditional) samples' contact sheet here")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
