@@ -88,6 +88,16 @@ func Walk(ctx context.Context, st *store.Store, source string, fn func(Item) err
 
 func hidden(name string) bool { return strings.HasPrefix(name, ".") && name != "." && name != ".." }
 
+// hiddenPath reports whether any element of an archive member's path is hidden.
+func hiddenPath(name string) bool {
+	for _, el := range strings.Split(name, "/") {
+		if hidden(el) {
+			return true
+		}
+	}
+	return false
+}
+
 func walkDir(root string, visit func(Item) error) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -166,7 +176,7 @@ func walkTar(file string, visit func(Item) error) error {
 		if err != nil {
 			return fmt.Errorf("source %s: %w", file, err)
 		}
-		if h.Typeflag != tar.TypeReg || hidden(path.Base(h.Name)) {
+		if h.Typeflag != tar.TypeReg || hiddenPath(h.Name) {
 			continue
 		}
 		it := Item{Name: file + ":" + h.Name, Size: h.Size}
@@ -190,7 +200,7 @@ func walkZip(file string, visit func(Item) error) error {
 	files := append([]*zip.File(nil), zr.File...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Name < files[j].Name })
 	for _, zf := range files {
-		if zf.FileInfo().IsDir() || hidden(path.Base(zf.Name)) {
+		if zf.FileInfo().IsDir() || hiddenPath(zf.Name) {
 			continue
 		}
 		it := Item{Name: file + ":" + zf.Name, Size: int64(zf.UncompressedSize64)}

@@ -468,3 +468,86 @@ func (e *env) hashes(tb testing.TB) []string {
 	}
 	return out
 }
+
+func TestKeepsFailingGoesDead(t *testing.T) {
+	e := newEnv(t)
+	dir := e.fashion(t, 2)
+	batch := "dead-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+	// This worker reads images from a bucket that does not exist: a transient error (the store answers, the
+	// object store refuses) on every delivery.
+	wcfg := e.cfg
+	wcfg.BucketImages = "dae-test-missing-" + randomHex(t, 4)
+	e.startWorker(t, e.open(t, wcfg), nil)
+	s := e.waitBatch(t, batch, 2, time.Minute)
+	if s.Counts[store.StateDead] != 2 {
+		t.Fatalf("batch: %v; want 2 dead", s.Counts)
+	}
+	fails, err := e.st.Failures(context.Background(), batch, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fails {
+		if f.State != store.StateDead || f.Attempts != schema.MaxDeliver || !strings.Contains(f.Error, "gave up after 5 deliveries") ||
+			!strings.Contains(f.Error, "bucket") {
+			t.Errorf("dead job %+v: want %d attempts and a reason naming the bucket", f, schema.MaxDeliver)
+		}
+	}
+	ds, err := e.js.Stream(context.Background(), schema.StreamDead)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := ds.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 2 {
+		t.Errorf("dead-letter stream holds %d messages, want 2", info.State.Msgs)
+	}
+	if got := e.streamMsgs(t); got != 0 {
+		t.Errorf("job stream holds %d messages, want 0", got)
+	}
+}
+
+func TestEncodeFromTarZipAndS3(t *testing.T) {
+	e := newEnv(t)
+	const n = 6
+	dir := e.fashion(t, n)
+	files, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	// The same images as a tar.gz, a zip and an S3 prefix (in the test's images bucket, outside images/).
+	tgz := filepath.Join(e.dir, "a.tar.gz")
+	zp := filepath.Join(e.dir, "a.zip")
+	if out, err := exec.Command("tar", "-czf", tgz, "-C", dir, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	if out, err := exec.Command("sh", "-c", "cd '"+dir+"' && zip -q -r '"+zp+"' .").CombinedOutput(); err != nil {
+		t.Skipf("zip: %v %s", err, out)
+	}
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		if err := e.st.PutSourceObject(context.Background(), e.cfg.BucketOutputs, "src/"+filepath.Base(f), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s3 := "s3://" + e.cfg.BucketOutputs + "/src/"
+	for i, src := range []string{tgz, zp, s3} {
+		sum := enqueue(t, e, src, fmt.Sprintf("arch-%d-%s", i, randomHex(t, 2)))
+		if sum.Found != n {
+			t.Errorf("%s: found %d, want %d", src, sum.Found, n)
+		}
+		if i == 0 && sum.New != n {
+			t.Errorf("%s: %d new, want %d", src, sum.New, n)
+		}
+		if i > 0 && sum.New != 0 {
+			t.Errorf("%s: %d new jobs for images already enqueued from another source, want 0", src, sum.New)
+		}
+	}
+	e.startWorker(t, e.st, nil)
+	deadline := time.Now().Add(time.Minute)
+	for e.query(t, `SELECT count(*) FROM latents`) < n && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := e.query(t, `SELECT count(*) FROM latents`); got != n {
+		t.Errorf("latents = %d, want %d", got, n)
+	}
+}

@@ -223,7 +223,7 @@ func demoQuery(ctx context.Context, st *store.Store, model string) error {
 		}
 		var parts []string
 		for _, n := range ns {
-			parts = append(parts, fmt.Sprintf("%s (%.3f)", className(srcs[n.ImageHash]), n.Similarity))
+			parts = append(parts, fmt.Sprintf("%s (%.4f)", className(srcs[n.ImageHash]), n.Similarity))
 		}
 		fmt.Printf("   %s %s → %s\n", h[:12], className(srcs[h]), strings.Join(parts, ", "))
 	}
