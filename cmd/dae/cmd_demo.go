@@ -239,4 +239,3 @@ func className(src string) string {
 	}
 	return base
 }
-
