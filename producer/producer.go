@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"image"
 	"log/slog"
+	"sync"
 	"time"
 
 	"dae/imageio"
@@ -188,6 +189,7 @@ func encodeChunk(ctx context.Context, st *store.Store, js jetstream.JetStream, o
 	seen := map[string]bool{}
 	var publish []*schema.Encode
 	var images []store.Image
+	var uploads [][]byte
 	for i, p := range chunk {
 		state, recorded := states[keys[i]]
 		switch {
@@ -220,26 +222,47 @@ func encodeChunk(ctx context.Context, st *store.Store, js jetstream.JetStream, o
 			if err != nil {
 				return err
 			}
-			if _, err := st.PutObject(ctx, st.Config().BucketImages, key, p.data, "image/"+p.format); err != nil {
-				return err
-			}
 			images = append(images, store.Image{Hash: p.hash, Source: sourceName(p.name), ObjectKey: key,
 				Size: int64(len(p.data)), Width: p.cfg.Width, Height: p.cfg.Height, ContentType: "image/" + p.format})
+			uploads = append(uploads, p.data)
 		}
 		publish = append(publish, jobs[i])
 		sum.New++
+	}
+	if err := upload(ctx, st, images, uploads); err != nil {
+		return err
 	}
 	if len(images) > 0 {
 		if _, err := st.WriteImages(ctx, images); err != nil {
 			return err
 		}
 	}
-	for _, j := range publish {
-		if _, _, err := st.RecordJob(ctx, j); err != nil {
+	if len(publish) > 0 {
+		recs := make([]schema.Job, len(publish))
+		for i, j := range publish {
+			recs[i] = j
+		}
+		if err := st.RecordJobs(ctx, recs); err != nil {
 			return err
 		}
 	}
 	return publishAll(ctx, js, publish)
+}
+
+// upload puts new images into the images bucket, several at a time (each PUT waits on the object store's disk).
+func upload(ctx context.Context, st *store.Store, images []store.Image, data [][]byte) error {
+	errs := make([]error, len(images))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for i := range images {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			_, errs[i] = st.PutObject(ctx, st.Config().BucketImages, images[i].ObjectKey, data[i], images[i].ContentType)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // sourceName fits a file name into the job's source field (4096 bytes, no control characters).

@@ -252,3 +252,63 @@ func (s *Store) ListLatentHashes(ctx context.Context, modelID string, limit int,
 	}
 	return nil
 }
+
+// RecordJobs is RecordJob for many jobs in one round trip (a producer's chunk). Jobs already recorded keep their
+// state.
+func (s *Store) RecordJobs(ctx context.Context, jobs []schema.Job) error {
+	b := &pgx.Batch{}
+	for _, j := range jobs {
+		payload, err := schema.Marshal(j)
+		if err != nil {
+			return fmt.Errorf("store: record jobs: %w", err)
+		}
+		var batch *string
+		if h := j.Meta(); h.Batch != "" {
+			batch = &h.Batch
+		}
+		b.Queue(`INSERT INTO jobs (batch_id, kind, dedup_key, payload) VALUES ($1, $2, $3, $4) ON CONFLICT (dedup_key) DO NOTHING`,
+			batch, string(j.JobKind()), j.DedupKey(), payload)
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("store: record %d jobs: %w", len(jobs), err)
+	}
+	return nil
+}
+
+// StartJobs is StartJob for many jobs in one statement: it returns each job's state before the call; keys with no
+// job are absent. Rows are locked in id order, so that workers starting overlapping sets cannot deadlock.
+func (s *Store) StartJobs(ctx context.Context, keys []string) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `
+WITH old AS (SELECT id, dedup_key, state FROM jobs WHERE dedup_key = ANY($1) ORDER BY id FOR UPDATE)
+UPDATE jobs j SET state = CASE WHEN old.state IN ('done', 'failed', 'dead') THEN old.state ELSE 'running' END,
+    attempts = j.attempts + CASE WHEN old.state IN ('done', 'failed', 'dead') THEN 0 ELSE 1 END,
+    started_at = COALESCE(j.started_at, now()), updated_at = now()
+FROM old WHERE j.id = old.id
+RETURNING old.dedup_key, old.state`, keys)
+	if err != nil {
+		return nil, fmt.Errorf("store: start %d jobs: %w", len(keys), err)
+	}
+	defer rows.Close()
+	prev := make(map[string]string, len(keys))
+	for rows.Next() {
+		var k, st string
+		if err := rows.Scan(&k, &st); err != nil {
+			return nil, fmt.Errorf("store: start %d jobs: %w", len(keys), err)
+		}
+		prev[k] = st
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: start %d jobs: %w", len(keys), err)
+	}
+	return prev, nil
+}
+
+// FinishJobsDone marks many jobs done in one statement.
+func (s *Store) FinishJobsDone(ctx context.Context, keys []string) error {
+	_, err := s.pool.Exec(ctx, `
+UPDATE jobs SET state = 'done', finished_at = now(), updated_at = now() WHERE dedup_key = ANY($1)`, keys)
+	if err != nil {
+		return fmt.Errorf("store: finish %d jobs: %w", len(keys), err)
+	}
+	return nil
+}

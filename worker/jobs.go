@@ -8,6 +8,7 @@ import (
 	"image"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"dae/diffae"
@@ -18,17 +19,15 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// encode runs a micro-batch of encode jobs: each model's images go to the device together, their latents are
-// written in one COPY, and then each job is finished and acknowledged. A bad image fails alone.
+// encode runs a micro-batch of encode jobs with one database round trip per step: the jobs start together, each
+// model's images go to the device together, their latents are written in one COPY, and the jobs finish together
+// before they are acknowledged. A bad image fails alone.
 func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 	w := r.w
+	tasks := r.beginAll(ctx, schema.KindEncode, msgs)
 	byModel := map[string][]*task{}
 	var order []string
-	for _, m := range msgs {
-		t, ok := r.begin(ctx, schema.KindEncode, m)
-		if !ok {
-			continue
-		}
+	for _, t := range tasks {
 		id := t.job.Meta().Model
 		if _, seen := byModel[id]; !seen {
 			order = append(order, id)
@@ -45,15 +44,26 @@ func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 			continue
 		}
 		per := m.ImageSize()
+		pix := make([][]float32, len(tasks))
+		errs := make([]error, len(tasks))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, 8) // object reads overlap; decoding is cheap next to the model
+		for i, t := range tasks {
+			wg.Go(func() {
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				pix[i], errs[i] = w.loadImage(ctx, t.job.(*schema.Encode), m)
+			})
+		}
+		wg.Wait()
 		x := make([]float32, 0, len(tasks)*per)
 		var ok []*task
-		for _, t := range tasks {
-			px, err := w.loadImage(ctx, t.job.(*schema.Encode), m)
-			if err != nil {
-				w.fail(ctx, t, err)
+		for i, t := range tasks {
+			if errs[i] != nil {
+				w.fail(ctx, t, errs[i])
 				continue
 			}
-			x = append(x, px...)
+			x = append(x, pix[i]...)
 			ok = append(ok, t)
 		}
 		if len(ok) == 0 {
@@ -73,18 +83,24 @@ func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 		e := m.Cfg.ZDim()
 		shape := []int{m.Cfg.InChannels, m.Cfg.ImageSize, m.Cfg.ImageSize}
 		ls := make([]store.Latent, len(ok))
+		keys := make([]string, len(ok))
 		for i, t := range ok {
 			ls[i] = store.Latent{ModelID: id, ImageHash: t.job.(*schema.Encode).ImageHash,
 				ZSem: z[i*e : (i+1)*e], XT: xT[i*per : (i+1)*per], XTShape: shape}
+			keys[i] = t.key
 		}
-		if _, err := w.st.WriteLatents(ctx, ls); err != nil {
+		_, err = w.st.WriteLatents(ctx, ls)
+		if err == nil {
+			err = w.st.FinishJobsDone(ctx, keys)
+		}
+		if err != nil {
 			for _, t := range ok {
 				w.fail(ctx, t, err)
 			}
 			continue
 		}
 		for _, t := range ok {
-			w.done(ctx, t)
+			w.ack(t, OutcomeDone)
 		}
 	}
 }

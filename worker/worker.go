@@ -299,6 +299,62 @@ func (r *runner) begin(ctx context.Context, k schema.Kind, m jetstream.Msg) (*ta
 	return t, true
 }
 
+// beginAll is begin for a micro-batch: one statement starts every valid job. It returns the tasks to run.
+func (r *runner) beginAll(ctx context.Context, k schema.Kind, msgs []jetstream.Msg) []*task {
+	w := r.w
+	var tasks []*task
+	var keys []string
+	for _, m := range msgs {
+		t := &task{msg: m, kind: k}
+		job, err := schema.Parse(m.Data())
+		if err == nil && job.JobKind() != k {
+			err = fmt.Errorf("schema: job of kind %q on the subject of %q: %w", job.JobKind(), k, schema.ErrInvalid)
+		}
+		if err != nil {
+			w.invalid(ctx, t, err)
+			continue
+		}
+		t.job, t.key = job, job.DedupKey()
+		if md, err := m.Metadata(); err == nil {
+			w.metrics.Wait.WithLabelValues(string(k)).Observe(time.Since(md.Timestamp).Seconds())
+		}
+		tasks = append(tasks, t)
+		keys = append(keys, t.key)
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
+	prev, err := w.st.StartJobs(ctx, keys)
+	if err == nil && len(prev) < len(keys) {
+		// Published without rows (by a producer that does not record jobs): record them now.
+		var missing []schema.Job
+		for _, t := range tasks {
+			if _, ok := prev[t.key]; !ok {
+				missing = append(missing, t.job)
+			}
+		}
+		if err = w.st.RecordJobs(ctx, missing); err == nil {
+			prev, err = w.st.StartJobs(ctx, keys)
+		}
+	}
+	if err != nil {
+		for _, t := range tasks {
+			w.fail(ctx, t, err)
+		}
+		return nil
+	}
+	run := tasks[:0]
+	for _, t := range tasks {
+		switch prev[t.key] {
+		case store.StateDone, store.StateFailed, store.StateDead:
+			w.ack(t, OutcomeDuplicate)
+		default:
+			run = append(run, t)
+		}
+	}
+	return run
+}
+
 func (w *Worker) ack(t *task, outcome string) {
 	if err := t.msg.Ack(); err != nil {
 		w.log.Warn("ack failed", "job", t.key, "err", err)
