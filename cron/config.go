@@ -42,7 +42,7 @@ type Job struct {
 
 // TrainConfig controls classifier training. Zero values take the defaults of DefaultConfig.
 type TrainConfig struct {
-	Epochs        int     `json:"epochs,omitempty"`
+	Epochs        int     `json:"epochs,omitempty"`    // at least this many epochs
 	MinSteps      int     `json:"min_steps,omitempty"` // more epochs than Epochs when needed for this many Adam steps (few labels)
 	LR            float64 `json:"lr,omitempty"`
 	Batch         int     `json:"batch,omitempty"`
@@ -86,7 +86,7 @@ func DefaultConfig() Config {
 			{Name: "score", Kind: KindScore, Every: Duration(5 * time.Minute)},
 			{Name: "regenerate", Kind: KindRegenerate, Cron: "0 * * * *"},
 		},
-		Train: TrainConfig{Epochs: 200, MinSteps: 10000, LR: 1e-3, Batch: 64, HoldOut: 0.2, MinPositives: 5, MaxUnlabelled: 20000,
+		Train: TrainConfig{Epochs: 20, MinSteps: 10000, LR: 1e-3, Batch: 64, HoldOut: 0.2, MinPositives: 5, MaxUnlabelled: 20000,
 			StatsSample: 20000, Seed: 1},
 		Score: ScoreConfig{Page: 2000},
 	}
