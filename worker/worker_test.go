@@ -25,6 +25,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 func enqueue(tb testing.TB, e *env, source, batch string) producer.Summary {
@@ -550,4 +552,35 @@ func TestEncodeFromTarZipAndS3(t *testing.T) {
 	if got := e.query(t, `SELECT count(*) FROM latents`); got != n {
 		t.Errorf("latents = %d, want %d", got, n)
 	}
+}
+
+func TestShutdownReleasesInFlight(t *testing.T) {
+	e := newEnv(t)
+	const n = 120
+	dir := e.fashion(t, n)
+	batch := "shutdown-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+	metrics := NewMetrics(prometheus.NewRegistry())
+	// No grace: what is in flight at the stop is released, not finished.
+	stop := e.startWorker(t, e.st, func(c *Config) { c.Grace = time.Nanosecond; c.Metrics = metrics; c.EncodeSteps = 20 })
+	for e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`) < n/4 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	var mv dto.Metric
+	if err := metrics.Jobs.WithLabelValues(string(schema.KindEncode), OutcomeReleased).Write(&mv); err != nil {
+		t.Fatal(err)
+	}
+	released := mv.GetCounter().GetValue()
+	done := e.query(t, `SELECT count(*) FROM jobs WHERE state = 'done'`)
+	t.Logf("stopped with %d/%d done, %v released", done, n, released)
+	if done == n {
+		t.Fatal("the batch finished before the stop; nothing tested")
+	}
+	e.startWorker(t, e.st, nil)
+	s := e.waitBatch(t, batch, n, 2*time.Minute)
+	if s.Counts[store.StateDone] != n {
+		t.Fatalf("batch after restart: %v, want %d done", s.Counts, n)
+	}
+	checkEncodedOnce(t, e, batch, n)
 }
