@@ -261,6 +261,33 @@ func (w *Worker) decode(ctx context.Context, m *diffae.Model, hash, xt string, s
 	return output{img: w.frames(m, x, 1)[0], frames: 1, latents: []int64{l.ID}}, nil
 }
 
+// classifier reads the promoted classifier of an attribute and pairs it with the model's latent statistics (the
+// normalisation the classifiers are trained in).
+func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (*diffae.Classifier, error) {
+	if m.Stats == nil {
+		return nil, permanent(fmt.Errorf("model %s has no latent statistics: attribute %q cannot be used", m.ID, attr))
+	}
+	row, err := w.st.PromotedClassifier(ctx, m.ID, attr)
+	if store.IsNotFound(err) {
+		return nil, permanent(fmt.Errorf("model %s has no promoted classifier for %q: %w", m.ID, attr, err))
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := &diffae.Classifier{Attribute: attr, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std}
+	if err := c.CheckModel(m); err != nil {
+		return nil, permanent(fmt.Errorf("classifier %d: %w", row.ID, err))
+	}
+	var norm float64
+	for _, v := range c.W {
+		norm += float64(v) * float64(v)
+	}
+	if norm == 0 {
+		return nil, permanent(fmt.Errorf("classifier %d has zero weights: no direction to move along", row.ID))
+	}
+	return c, nil
+}
+
 // manipulate moves the normalised z_sem along the promoted classifier's direction (the reference's
 // z' = denorm(norm(z) + s·√d·w/‖w‖)) and decodes it with the stored x_T.
 func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, steps int) (output, error) {
@@ -268,39 +295,13 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 	if err != nil {
 		return output{}, err
 	}
-	c, err := w.st.PromotedClassifier(ctx, m.ID, attr)
-	if store.IsNotFound(err) {
-		return output{}, permanent(fmt.Errorf("model %s has no promoted classifier for %q: %w", m.ID, attr, err))
-	}
+	c, err := w.classifier(ctx, m, attr)
 	if err != nil {
 		return output{}, err
 	}
-	d := len(l.ZSem)
-	if len(c.Weights) != d {
-		return output{}, permanent(fmt.Errorf("classifier %d has %d weights, z_sem has %d", c.ID, len(c.Weights), d))
-	}
-	var norm float64
-	for _, v := range c.Weights {
-		norm += float64(v) * float64(v)
-	}
-	norm = math.Sqrt(norm)
-	if norm == 0 {
-		return output{}, permanent(fmt.Errorf("classifier %d has zero weights: no direction to move along", c.ID))
-	}
-	z := append([]float32(nil), l.ZSem...)
-	if err := m.Normalize(z); err != nil {
-		return output{}, permanent(fmt.Errorf("manipulate with model %s: %w", m.ID, err))
-	}
-	step := scale * math.Sqrt(float64(d)) / norm
-	for i := range z {
-		z[i] += float32(step * float64(c.Weights[i]))
-	}
-	if err := m.Denormalize(z); err != nil {
-		return output{}, permanent(err)
-	}
-	x, err := m.Decode(ctx, z, l.XT, 1, diffae.DecodeOptions{Steps: steps})
+	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale}, diffae.DecodeOptions{Steps: steps})
 	if err != nil {
-		return output{}, fmt.Errorf("decode manipulated latent %d: %w", l.ID, err)
+		return output{}, fmt.Errorf("manipulate latent %d: %w", l.ID, err)
 	}
 	return output{img: w.frames(m, x, 1)[0], frames: 1, latents: []int64{l.ID}}, nil
 }
@@ -338,25 +339,28 @@ func (w *Worker) interpolate(ctx context.Context, m *diffae.Model, j *schema.Int
 	return output{img: imageio.Strip(w.frames(m, x, n), 2, 1), frames: n, latents: []int64{a.ID, b.ID}}, nil
 }
 
-// sample draws z from the latent DDIM, denormalises it and decodes it with random x_T; the output is a grid.
+// sample draws z from the latent DDIM and decodes it with random x_T, as `dae sample` does for the same seed; with
+// an attribute, codes are drawn until the promoted classifier accepts enough (few-shot conditional sampling, paper
+// §5.6). The output is a grid.
 func (w *Worker) sample(ctx context.Context, m *diffae.Model, j *schema.Sample) (output, error) {
 	if m.Latent == nil || m.Stats == nil {
 		return output{}, permanent(fmt.Errorf("model %s cannot sample: it has no latent DDIM or no latent statistics", m.ID))
 	}
-	if j.Attribute != "" {
-		return output{}, permanent(fmt.Errorf("attribute-conditional sampling (%q) is not supported by this worker", j.Attribute))
+	n := j.Count
+	o := diffae.SampleOptions{LatentSteps: j.LatentSteps, Steps: j.Steps, Seed: uint64(j.Seed)}
+	var x []float32
+	var err error
+	if j.Attribute == "" {
+		_, _, x, err = m.Sample(ctx, n, o)
+	} else {
+		var c *diffae.Classifier
+		if c, err = w.classifier(ctx, m, j.Attribute); err != nil {
+			return output{}, err
+		}
+		_, _, x, _, err = m.SampleConditional(ctx, c, n, o)
 	}
-	n, e := j.Count, m.Cfg.ZDim()
-	z, err := m.SampleLatentNormalized(noise(j.Seed, n*e), n, j.LatentSteps)
 	if err != nil {
-		return output{}, fmt.Errorf("sample %d latents: %w", n, err)
-	}
-	if err := m.Denormalize(z); err != nil {
-		return output{}, permanent(err)
-	}
-	x, err := m.Decode(ctx, z, noise(j.Seed+1, n*m.ImageSize()), n, diffae.DecodeOptions{Steps: j.Steps})
-	if err != nil {
-		return output{}, fmt.Errorf("decode %d samples: %w", n, err)
+		return output{}, fmt.Errorf("sample %d images: %w", n, err)
 	}
 	imgs := w.frames(m, x, n)
 	cols := int(math.Ceil(math.Sqrt(float64(n))))
