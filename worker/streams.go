@@ -18,8 +18,8 @@ type StreamOptions struct {
 }
 
 // EnsureStreams creates or updates the job stream, the dead-letter stream and their durable consumers: one
-// work-queue consumer per job kind and the dead recorder. It is what `dae up` sets up; tests run it on their own
-// server.
+// work-queue consumer per job kind and the dead recorder. With the default options it is exactly what `dae up`
+// sets up (cmd/dae/cmd_up.go; keep the two equal); tests run it on their own server with a short AckWait.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions) error {
 	if o.AckWait <= 0 {
 		o.AckWait = 5 * time.Minute
@@ -39,7 +39,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      90 * 24 * time.Hour,
-		Duplicates:  10 * time.Minute,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -65,7 +64,6 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Description:   "copies dead letters into SQL",
 		FilterSubject: schema.SubjectDeadAll,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       o.AckWait,
 	}
 	if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamDead, dead); err != nil {
 		return fmt.Errorf("jetstream: consumer %s on %s: %w", dead.Durable, schema.StreamDead, err)
