@@ -309,6 +309,19 @@ WHERE promoted AND ($1 = '' OR model_id = $1) ORDER BY model_id, attribute`, mod
 	return cs, nil
 }
 
+// PromotedClassifierVersion returns the promoted classifier of one attribute of a model with its normalisation.
+func (s *Store) PromotedClassifierVersion(ctx context.Context, modelID, attribute string) (ClassifierVersion, error) {
+	c, err := scanClassifier(s.pool.QueryRow(ctx, `SELECT `+classifierColumns+` FROM classifiers
+WHERE promoted AND model_id = $1 AND attribute = $2`, modelID, attribute))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("store: promoted classifier (model %s, attribute %s): %w", modelID, attribute, ErrNotFound)
+	}
+	if err != nil {
+		return c, fmt.Errorf("store: promoted classifier (model %s, attribute %s): %w", modelID, attribute, err)
+	}
+	return c, nil
+}
+
 // ModelsWithLatents lists the ids of models that have latents.
 func (s *Store) ModelsWithLatents(ctx context.Context) ([]string, error) {
 	rows, err := s.pool.Query(ctx, `SELECT m.id FROM models m WHERE EXISTS (SELECT 1 FROM latents l WHERE l.model_id = m.id) ORDER BY m.id`)

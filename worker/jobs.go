@@ -267,14 +267,19 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	if m.Stats == nil {
 		return nil, permanent(fmt.Errorf("model %s has no latent statistics: attribute %q cannot be used", m.ID, attr))
 	}
-	row, err := w.st.PromotedClassifier(ctx, m.ID, attr)
+	row, err := w.st.PromotedClassifierVersion(ctx, m.ID, attr)
 	if store.IsNotFound(err) {
 		return nil, permanent(fmt.Errorf("model %s has no promoted classifier for %q: %w", m.ID, attr, err))
 	}
 	if err != nil {
 		return nil, err
 	}
-	c := &diffae.Classifier{Attribute: attr, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std}
+	// The weights are relative to the normalisation they were trained in: the one stored with them (the scheduled
+	// retraining records it) or else the model's latent statistics.
+	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std}
+	if row.Mean != nil && row.Std != nil {
+		c.Mean, c.Std = row.Mean, row.Std
+	}
 	if err := c.CheckModel(m); err != nil {
 		return nil, permanent(fmt.Errorf("classifier %d: %w", row.ID, err))
 	}
