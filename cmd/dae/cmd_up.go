@@ -12,6 +12,7 @@ import (
 
 	"dae/schema"
 	"dae/store"
+	"dae/worker"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -107,57 +108,14 @@ func runUp(ctx context.Context, args []string) error {
 	return nil
 }
 
-// ensureStreams creates or updates the job and dead-letter streams and their durable consumers.
+// ensureStreams creates or updates the job and dead-letter streams and their durable consumers, with the same
+// configuration the workers use.
 func ensureStreams(ctx context.Context, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	streams := []jetstream.StreamConfig{{
-		Name:        schema.StreamJobs,
-		Description: "dae jobs, one consumer per kind",
-		Subjects:    []string{schema.SubjectJobsAll},
-		Retention:   jetstream.WorkQueuePolicy, // a job leaves the stream once a worker acknowledges it
-		Storage:     jetstream.FileStorage,
-		MaxMsgSize:  schema.MaxMessageBytes,
-		Duplicates:  10 * time.Minute, // publishers set Nats-Msg-Id to the job's dedup key
-	}, {
-		Name:        schema.StreamDead,
-		Description: "dae jobs that failed for good, with the reason in the " + schema.HeaderError + " header",
-		Subjects:    []string{schema.SubjectDeadAll},
-		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
-		MaxAge:      90 * 24 * time.Hour,
-	}}
-	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("jetstream: stream %s: %w", sc.Name, err)
-		}
-	}
-	for _, k := range schema.Kinds() {
-		cc := jetstream.ConsumerConfig{
-			Durable:       schema.Consumer(k),
-			Description:   "dae workers for " + string(k) + " jobs",
-			FilterSubject: schema.Subject(k),
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       5 * time.Minute, // workers on long batches send in-progress acks
-			MaxDeliver:    schema.MaxDeliver,
-			MaxAckPending: 1024,
-		}
-		if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamJobs, cc); err != nil {
-			return fmt.Errorf("jetstream: consumer %s on %s: %w", cc.Durable, schema.StreamJobs, err)
-		}
-	}
-	dead := jetstream.ConsumerConfig{
-		Durable:       schema.ConsumerDeadRecorder,
-		Description:   "copies dead letters into SQL",
-		FilterSubject: schema.SubjectDeadAll,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-	}
-	if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamDead, dead); err != nil {
-		return fmt.Errorf("jetstream: consumer %s on %s: %w", dead.Durable, schema.StreamDead, err)
-	}
-	return nil
+	return worker.EnsureStreams(ctx, js, worker.StreamOptions{})
 }
 
 // retry calls fn until it succeeds or wait has passed, and then returns its last error naming what it waited for.
