@@ -47,10 +47,10 @@ import "C"
 import (
 	"fmt"
 	"math/bits"
-	"sync/atomic"
-	"time"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 )
 
