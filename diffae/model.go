@@ -240,23 +240,12 @@ func (m *Model) Encode(ctx context.Context, x0 []float32, n int, o EncodeOptions
 		}
 		zc := m.Dev.New(b, e)
 		m.Dev.Copy(zc, zt)
-		tb := make([]float32, b)
-		var cerr error
-		sampler.Reverse(x, func(x *tensor.Tensor, t int) *tensor.Tensor {
-			for i := range tb {
-				tb[i] = float32(t)
-			}
-			return m.UNet.Forward(x, tb, zc)
-		}, func(d, _ int) {
+		if err := m.ddim(ctx, sampler, x, zc, true, func(d int) {
 			if o.Progress != nil {
 				o.Progress(done+d*b, total)
 			}
-			if cerr == nil {
-				cerr = ctx.Err()
-			}
-		})
-		if cerr != nil {
-			return nil, nil, cerr
+		}); err != nil {
+			return nil, nil, err
 		}
 		done += b * o.Steps
 		m.Dev.Download(xT[lo*per:(lo+b)*per], x)
@@ -305,23 +294,12 @@ func (m *Model) Decode(ctx context.Context, z, xT []float32, n int, o DecodeOpti
 			zc = m.Dev.New(b, e)
 			m.Dev.Upload(zc, z[lo*e:(lo+b)*e])
 		}
-		tb := make([]float32, b)
-		var cerr error
-		sampler.Sample(x, func(x *tensor.Tensor, t int) *tensor.Tensor {
-			for i := range tb {
-				tb[i] = float32(t)
-			}
-			return m.UNet.Forward(x, tb, zc)
-		}, func(d, _ int) {
+		if err := m.ddim(ctx, sampler, x, zc, false, func(d int) {
 			if o.Progress != nil {
 				o.Progress(done+d*b, total)
 			}
-			if cerr == nil {
-				cerr = ctx.Err()
-			}
-		})
-		if cerr != nil {
-			return nil, cerr
+		}); err != nil {
+			return nil, err
 		}
 		done += b * eo.Steps
 		m.Dev.Download(x0[lo*per:(lo+b)*per], x)
@@ -354,19 +332,43 @@ func (m *Model) Invert(ctx context.Context, x0 []float32, n int, o EncodeOptions
 		b := min(o.Batch, n-lo)
 		x := m.imageTensor(b)
 		m.Dev.Upload(x, x0[lo*per:(lo+b)*per])
-		tb := make([]float32, b)
-		sampler.Reverse(x, func(x *tensor.Tensor, t int) *tensor.Tensor {
-			for i := range tb {
-				tb[i] = float32(t)
-			}
-			return m.UNet.Forward(x, tb, nil)
-		}, nil)
+		if err := m.ddim(ctx, sampler, x, nil, true, nil); err != nil {
+			return nil, err
+		}
 		if o.Progress != nil {
 			o.Progress(lo+b, n)
 		}
 		m.Dev.Download(xT[lo*per:(lo+b)*per], x)
 	}
 	return xT, nil
+}
+
+// ddim runs the image sampler on one batch x (overwritten): upwards (the stochastic encoder) or downwards
+// (decoding), conditioned on z (nil for the baseline). report gets the number of steps done; the run stops with
+// ctx's error when ctx ends.
+func (m *Model) ddim(ctx context.Context, s *Sampler, x, z *tensor.Tensor, up bool, report func(steps int)) error {
+	tb := make([]float32, x.Shape[0])
+	eps := func(x *tensor.Tensor, t int) *tensor.Tensor {
+		for i := range tb {
+			tb[i] = float32(t)
+		}
+		return m.UNet.Forward(x, tb, z)
+	}
+	var cerr error
+	progress := func(done, _ int) {
+		if report != nil {
+			report(done)
+		}
+		if cerr == nil {
+			cerr = ctx.Err()
+		}
+	}
+	if up {
+		s.Reverse(x, eps, progress)
+	} else {
+		s.Sample(x, eps, progress)
+	}
+	return cerr
 }
 
 // SampleLatentNormalized runs the latent DDIM (no clamp) from noise (n×E, in the normalised space) and returns the
