@@ -35,6 +35,8 @@ type Options struct {
 	Source string // folder, .tar/.tar.gz/.tgz/.zip, or s3://bucket/prefix
 	Model  string // model id; it must have a row (register it first)
 	Batch  string // batch id (a schema name)
+	// Steps is the DDIM steps of the stochastic encoder each job asks for (0: the worker's default).
+	Steps int
 	// Chunk is the number of files handled together: one query, one COPY, one round of publishes (default 256).
 	Chunk int
 	// Limits bound the header check (the same pixel budget the workers use).
@@ -171,7 +173,8 @@ func encodeChunk(ctx context.Context, st *store.Store, js jetstream.JetStream, o
 	jobs := make([]*schema.Encode, len(chunk))
 	for i, p := range chunk {
 		hashes[i] = p.hash
-		jobs[i] = &schema.Encode{Header: schema.Header{Model: o.Model, Batch: o.Batch}, ImageHash: p.hash, Source: sourceName(p.name)}
+		jobs[i] = &schema.Encode{Header: schema.Header{Model: o.Model, Batch: o.Batch}, ImageHash: p.hash, Source: sourceName(p.name),
+			Steps: o.Steps}
 		keys[i] = jobs[i].DedupKey()
 	}
 	encoded, err := st.EncodedImages(ctx, o.Model, hashes)

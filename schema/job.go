@@ -93,7 +93,7 @@ type Encode struct {
 	Header
 	ImageHash string `json:"image_hash"`       // SHA-256 of the source image, which is stored under ImageKey(hash)
 	Source    string `json:"source,omitempty"` // where the image came from (a path or URL), for people; never used in keys
-	// Steps is the number of DDIM steps of the stochastic encoder (0: the worker's default); -1 asks for z_sem only.
+	// Steps is the number of DDIM steps of the stochastic encoder (0: the worker's default).
 	Steps int `json:"steps,omitempty"`
 }
 
@@ -376,7 +376,7 @@ func (j *Encode) Validate() error {
 	c.hash("image_hash", j.ImageHash)
 	c.text("source", j.Source, 4096)
 	if j.Steps != 0 {
-		c.intRange("steps", int64(j.Steps), -1, MaxSteps)
+		c.intRange("steps", int64(j.Steps), 1, MaxSteps)
 	}
 	return c.result()
 }

@@ -25,17 +25,26 @@ import (
 func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 	w := r.w
 	tasks := r.beginAll(ctx, schema.KindEncode, msgs)
-	byModel := map[string][]*task{}
-	var order []string
-	for _, t := range tasks {
-		id := t.job.Meta().Model
-		if _, seen := byModel[id]; !seen {
-			order = append(order, id)
-		}
-		byModel[id] = append(byModel[id], t)
+	// Jobs go to the device together when they share the model and the number of encoder steps (a job's own
+	// steps, else the worker's).
+	type group struct {
+		model string
+		steps int
 	}
-	for _, id := range order {
-		tasks := byModel[id]
+	byGroup := map[group][]*task{}
+	var order []group
+	for _, t := range tasks {
+		g := group{t.job.Meta().Model, w.cfg.EncodeSteps}
+		if s := t.job.(*schema.Encode).Steps; s > 0 {
+			g.steps = s
+		}
+		if _, seen := byGroup[g]; !seen {
+			order = append(order, g)
+		}
+		byGroup[g] = append(byGroup[g], t)
+	}
+	for _, g := range order {
+		tasks, id := byGroup[g], g.model
 		m, err := r.model(ctx, id)
 		if err != nil {
 			for _, t := range tasks {
@@ -71,7 +80,7 @@ func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		w.metrics.BatchSize.Observe(float64(len(ok)))
 		start := time.Now()
-		z, xT, err := m.Encode(ctx, x, len(ok), diffae.EncodeOptions{Steps: w.cfg.EncodeSteps, Batch: len(ok)})
+		z, xT, err := m.Encode(ctx, x, len(ok), diffae.EncodeOptions{Steps: g.steps, Batch: len(ok)})
 		if err != nil {
 			err = fmt.Errorf("encode %d images with model %s: %w", len(ok), id, err)
 			for _, t := range ok {

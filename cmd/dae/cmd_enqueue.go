@@ -40,6 +40,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 	image := fs.String("image", "", "image content hash")
 	imageB := fs.String("image-b", "", "second image hash (interpolate)")
 	steps := fs.Int("steps", 20, "DDIM steps of the decoder")
+	encodeSteps := fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoder asked by encode jobs (0: the worker's --encode-steps)")
 	xt := fs.String("x-t", "encoded", "x_T for decode: encoded or random")
 	seed := fs.Int64("seed", 0, "random seed (decode with random x_T, sample)")
 	attr := fs.String("attribute", "", "attribute (manipulate)")
@@ -95,7 +96,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 		if h.Batch == "" {
 			h.Batch = defaultBatchName(source, id)
 		}
-		sum, err := producer.Encode(ctx, st, js, producer.Options{Source: source, Model: id, Batch: h.Batch,
+		sum, err := producer.Encode(ctx, st, js, producer.Options{Source: source, Model: id, Batch: h.Batch, Steps: *encodeSteps,
 			Chunk: *chunk, Limits: imageio.Limits{MaxPixels: *maxPixels}, Progress: enqueueProgress()})
 		fmt.Println(sum)
 		if err != nil {
