@@ -21,6 +21,7 @@ import (
 	"dae/diffae"
 	"dae/schema"
 	"dae/store"
+	"dae/store/storetest"
 	"dae/tensor"
 
 	"github.com/jackc/pgx/v5"
@@ -78,14 +79,6 @@ func helperWorker() int {
 	return 0
 }
 
-func skipOrFail(tb testing.TB, format string, args ...any) {
-	tb.Helper()
-	if os.Getenv("DAE_REQUIRE_STACK") != "" {
-		tb.Fatalf(format, args...)
-	}
-	tb.Skipf(format, args...)
-}
-
 func randomHex(tb testing.TB, n int) string {
 	tb.Helper()
 	b := make([]byte, n)
@@ -117,38 +110,8 @@ func stackDir() string {
 func newEnv(tb testing.TB) *env {
 	tb.Helper()
 	ctx := context.Background()
-	cfg, err := store.LoadConfig(filepath.Join(stackDir(), "env"))
-	if err != nil {
-		skipOrFail(tb, "no local stack (run deploy/local/up): %v", err)
-	}
-	admin, err := pgx.Connect(ctx, cfg.PGURL)
-	if err != nil {
-		skipOrFail(tb, "the stack's Postgres does not answer: %v", err)
-	}
-	defer admin.Close(ctx)
+	cfg := storetest.Config(tb) // a throwaway database, dropped when the test ends
 	tag := randomHex(tb, 5)
-	db := "dae_test_worker_" + tag
-	// The name is ours (hex), never input; CREATE DATABASE takes no bind parameters.
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+db); err != nil {
-		tb.Fatalf("create database %s: %v", db, err)
-	}
-	adminURL := cfg.PGURL
-	tb.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), adminURL)
-		if err != nil {
-			tb.Errorf("drop database %s: %v", db, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP DATABASE "+db+" WITH (FORCE)"); err != nil {
-			tb.Errorf("drop database %s: %v", db, err)
-		}
-	})
-	pc, err := pgx.ParseConfig(cfg.PGURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.PGURL = fmt.Sprintf("postgres://%s:%s@%s:%d/%s?sslmode=disable", pc.User, pc.Password, pc.Host, pc.Port, db)
 	cfg.BucketImages = "dae-test-img-" + tag
 	cfg.BucketOutputs = "dae-test-out-" + tag
 	cfg.BucketModels = "dae-test-mod-" + tag
@@ -180,7 +143,7 @@ func (e *env) open(tb testing.TB, cfg store.Config) *store.Store {
 	tb.Helper()
 	st, err := store.Open(context.Background(), cfg)
 	if err != nil {
-		skipOrFail(tb, "the stack does not answer: %v", err)
+		storetest.SkipOrFail(tb, "the stack does not answer: %v", err)
 	}
 	tb.Cleanup(st.Close)
 	return st
@@ -205,7 +168,7 @@ func startNATS(tb testing.TB) string {
 	tb.Helper()
 	bins, _ := filepath.Glob(filepath.Join(stackDir(), "bin", "nats-server-*"))
 	if len(bins) == 0 {
-		skipOrFail(tb, "no nats-server in %s/bin (run deploy/local/up)", stackDir())
+		storetest.SkipOrFail(tb, "no nats-server in %s/bin (run deploy/local/up)", stackDir())
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -272,7 +235,7 @@ func (e *env) fashion(tb testing.TB, n int) string {
 	tb.Helper()
 	m, err := dataset.LoadFashionMNIST(dataset.DefaultFashionMNISTDir, "test")
 	if err != nil {
-		skipOrFail(tb, "Fashion-MNIST not installed: %v", err)
+		storetest.SkipOrFail(tb, "Fashion-MNIST not installed: %v", err)
 	}
 	dir := filepath.Join(e.dir, "images-"+randomHex(tb, 3))
 	if _, err := dataset.ExportPNG(m, dir, n); err != nil {
