@@ -11,10 +11,13 @@ import (
 // plainDevice hides the CPU's own convolution, so layers take the whole-batch im2col path other devices use.
 type plainDevice struct{ tensor.Device }
 
-// The CPU's per-image convolution and the generic whole-batch path give the same outputs and gradients.
+// The CPU's own convolution (image by image for large images, whole-batch for small ones) and the generic
+// whole-batch path of other devices give the same outputs and gradients.
 func TestConvPathsAgree(t *testing.T) {
 	for _, tc := range []struct{ n, cin, cout, h, w, k int }{
 		{1, 3, 5, 4, 6, 3}, {3, 4, 6, 5, 5, 3}, {2, 7, 3, 3, 4, 1}, {4, 8, 8, 1, 1, 3},
+		// 256 pixels and more: the CPU works image by image
+		{3, 5, 4, 16, 17, 3}, {2, 6, 5, 16, 16, 1}, {1, 3, 4, 16, 16, 3},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(tc.n), uint64(tc.cin)))
 		x := randT(rng, tc.n, tc.cin, tc.h, tc.w)
