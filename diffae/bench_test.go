@@ -29,13 +29,32 @@ func benchModel(b *testing.B, preset string) (*Model, *tensor.Tensor, *tensor.Te
 	return m, x, z
 }
 
-// report gives images/s, effective GFLOP/s (reference FLOPs over wall time) and the share of the cores' time
-// spent inside GEMM (gemm0 is the device's GEMM time when the timed loop started).
-func report(b *testing.B, imgs int, flopsPerImg float64, el time.Duration, gemm0 time.Duration) {
-	sec := el.Seconds()
+// timing marks the device's counters when a timed loop starts.
+type timing struct {
+	start      time.Time
+	gemm, conv time.Duration
+}
+
+func startTiming() timing { return timing{time.Now(), cpu.GemmTime(), cpu.DirectConvTime()} }
+
+// report gives images/s, effective GFLOP/s (reference FLOPs over wall time) and the shares of the cores' time
+// spent inside GEMM (OpenBLAS) and inside the direct 3×3 convolution kernel.
+func report(b *testing.B, imgs int, flopsPerImg float64, t timing) {
+	sec := time.Since(t.start).Seconds()
 	b.ReportMetric(float64(imgs)/sec, "img/s")
 	b.ReportMetric(float64(imgs)*flopsPerImg/sec/1e9, "GFLOP/s")
-	b.ReportMetric(100*(cpu.GemmTime()-gemm0).Seconds()/(sec*float64(cpu.Threads())), "%GEMM")
+	b.ReportMetric(100*(cpu.GemmTime()-t.gemm).Seconds()/(sec*float64(cpu.Threads())), "%GEMM")
+	b.ReportMetric(100*(cpu.DirectConvTime()-t.conv).Seconds()/(sec*float64(cpu.Threads())), "%conv3x3")
+}
+
+// convPaths runs f once with the direct 3×3 convolution kernel and once with im2col + GEMM, so one run gives
+// the ratio.
+func convPaths(b *testing.B, f func(b *testing.B)) {
+	defer cpu.SetIm2colConv(false)
+	for _, path := range []string{"direct", "im2col"} {
+		cpu.SetIm2colConv(path == "im2col")
+		b.Run(path, f)
+	}
 }
 
 func BenchmarkDecoderForward(b *testing.B) {
@@ -44,13 +63,15 @@ func BenchmarkDecoderForward(b *testing.B) {
 			m, x, z := benchModel(b, p)
 			n := x.Shape[0]
 			ts := make([]float32, n)
-			m.UNet.Forward(x, ts, z)
-			b.ResetTimer()
-			start, g0 := time.Now(), cpu.GemmTime()
-			for i := 0; i < b.N; i++ {
+			convPaths(b, func(b *testing.B) {
 				m.UNet.Forward(x, ts, z)
-			}
-			report(b, n*b.N, refFLOPs[p].dec, time.Since(start), g0)
+				b.ResetTimer()
+				t := startTiming()
+				for i := 0; i < b.N; i++ {
+					m.UNet.Forward(x, ts, z)
+				}
+				report(b, n*b.N, refFLOPs[p].dec, t)
+			})
 		})
 	}
 }
@@ -60,13 +81,15 @@ func BenchmarkEncoderForward(b *testing.B) {
 		b.Run(p, func(b *testing.B) {
 			m, x, _ := benchModel(b, p)
 			n := x.Shape[0]
-			m.Enc.Forward(x)
-			b.ResetTimer()
-			start, g0 := time.Now(), cpu.GemmTime()
-			for i := 0; i < b.N; i++ {
+			convPaths(b, func(b *testing.B) {
 				m.Enc.Forward(x)
-			}
-			report(b, n*b.N, refFLOPs[p].enc, time.Since(start), g0)
+				b.ResetTimer()
+				t := startTiming()
+				for i := 0; i < b.N; i++ {
+					m.Enc.Forward(x)
+				}
+				report(b, n*b.N, refFLOPs[p].enc, t)
+			})
 		})
 	}
 }
@@ -90,18 +113,20 @@ func BenchmarkTrainStep(b *testing.B) {
 			m, x, _ := benchModel(b, p)
 			n := x.Shape[0]
 			tr := NewImageTrainer(m, sliceSource{x.Data, m.ImageSize()}, n, TrainOptions{Batch: n, Flip: true})
-			if _, err := tr.Step(); err != nil {
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			start, g0 := time.Now(), cpu.GemmTime()
-			for i := 0; i < b.N; i++ {
+			convPaths(b, func(b *testing.B) {
 				if _, err := tr.Step(); err != nil {
 					b.Fatal(err)
 				}
-			}
-			f := refFLOPs[p]
-			report(b, n*b.N, 3*(f.dec+f.enc), time.Since(start), g0)
+				b.ResetTimer()
+				t := startTiming()
+				for i := 0; i < b.N; i++ {
+					if _, err := tr.Step(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				f := refFLOPs[p]
+				report(b, n*b.N, 3*(f.dec+f.enc), t)
+			})
 		})
 	}
 }

@@ -294,38 +294,45 @@ func TestTrainingOverfits(t *testing.T) {
 // the training batch, and how much of a step is spent outside GEMM.
 func BenchmarkTrainFMNIST32(b *testing.B) {
 	for _, kind := range []string{"diffae", "baseline"} {
-		b.Run(kind, func(b *testing.B) {
-			cfg, err := Preset("fmnist32")
-			if err != nil {
-				b.Fatal(err)
-			}
-			if kind == "baseline" {
-				cfg = cfg.Baseline()
-			}
-			cfg.LatentNet = nil
-			dev := tensor.NewCPU(0)
-			m := New(dev, cfg, 1)
-			const batch, n = 16, 64
-			data := newFixedImages(rand.New(rand.NewPCG(1, 2)), n, m.ImageSize())
-			tr := NewImageTrainer(m, data, n, TrainOptions{Batch: batch, Flip: true, Seed: 1})
-			if _, err := tr.Step(); err != nil { // allocates the layers' buffers
-				b.Fatal(err)
-			}
-			b.ResetTimer()
-			start, g0 := time.Now(), dev.GemmTime()
-			for range b.N {
-				if _, err := tr.Step(); err != nil {
+		for _, path := range []string{"direct", "im2col"} {
+			b.Run(kind+"/"+path, func(b *testing.B) {
+				cfg, err := Preset("fmnist32")
+				if err != nil {
 					b.Fatal(err)
 				}
-			}
-			el := time.Since(start)
-			per := el / time.Duration(b.N)
-			// The device counts thread-time in OpenBLAS; divided by the threads it is the wall time of a step's GEMMs.
-			gemm := (dev.GemmTime() - g0) / time.Duration(b.N*dev.Threads())
-			b.ReportMetric(float64(batch*b.N)/el.Seconds(), "img/s")
-			b.ReportMetric(float64(per.Microseconds())/1e3, "ms/step")
-			b.ReportMetric(float64(gemm.Microseconds())/1e3, "gemm-ms/step")
-			b.ReportMetric(float64((per-gemm).Microseconds())/1e3, "other-ms/step")
-		})
+				if kind == "baseline" {
+					cfg = cfg.Baseline()
+				}
+				cfg.LatentNet = nil
+				dev := tensor.NewCPU(0)
+				dev.SetIm2colConv(path == "im2col")
+				m := New(dev, cfg, 1)
+				const batch, n = 16, 64
+				data := newFixedImages(rand.New(rand.NewPCG(1, 2)), n, m.ImageSize())
+				tr := NewImageTrainer(m, data, n, TrainOptions{Batch: batch, Flip: true, Seed: 1})
+				if _, err := tr.Step(); err != nil { // allocates the layers' buffers
+					b.Fatal(err)
+				}
+				b.ResetTimer()
+				start, g0, c0 := time.Now(), dev.GemmTime(), dev.DirectConvTime()
+				for range b.N {
+					if _, err := tr.Step(); err != nil {
+						b.Fatal(err)
+					}
+				}
+				el := time.Since(start)
+				per := el / time.Duration(b.N)
+				// The device counts thread-time in OpenBLAS and in the direct convolution kernel; divided by the
+				// threads it is the wall time of a step's matrix products.
+				threads := time.Duration(b.N * dev.Threads())
+				gemm := (dev.GemmTime() - g0) / threads
+				conv := (dev.DirectConvTime() - c0) / threads
+				b.ReportMetric(float64(batch*b.N)/el.Seconds(), "img/s")
+				b.ReportMetric(float64(per.Microseconds())/1e3, "ms/step")
+				b.ReportMetric(float64(gemm.Microseconds())/1e3, "gemm-ms/step")
+				b.ReportMetric(float64(conv.Microseconds())/1e3, "conv3x3-ms/step")
+				b.ReportMetric(float64((per-gemm-conv).Microseconds())/1e3, "other-ms/step")
+			})
+		}
 	}
 }

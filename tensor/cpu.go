@@ -60,6 +60,54 @@ type CPU struct {
 	scratch scratchPool
 	// gemmNanos adds up the thread-time spent inside OpenBLAS, so benchmarks can say how much of a step is GEMM.
 	gemmNanos atomic.Int64
+	// convNanos adds up the thread-time spent in the direct 3×3 convolution kernel (a GEMM in all but name).
+	convNanos atomic.Int64
+	// im2colConv turns the direct 3×3 convolution off (im2col + GEMM everywhere), for comparison.
+	im2colConv bool
+}
+
+// SetIm2colConv makes 3×3 convolutions use im2col and GEMM instead of the direct kernel (on: true), so the two
+// can be compared in one run.
+func (d *CPU) SetIm2colConv(on bool) { d.im2colConv = on }
+
+// DirectConvTime is the thread-time spent in the direct 3×3 convolution kernel since the device was made.
+func (d *CPU) DirectConvTime() time.Duration { return time.Duration(d.convNanos.Load()) }
+
+// directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernel: below 8
+// columns the two border columns it computes and drops cost more than im2col does.
+func (d *CPU) directConv(k, w int) bool { return k == 3 && w >= 8 && !d.im2colConv }
+
+// packConv3x3 packs w [cout,cin,3,3] (flip: the kernel of the input gradient) into a scratch buffer.
+func (d *CPU) packConv3x3(w *Tensor, cout, cin int, flip bool) *[]float32 {
+	wp := d.scratchBuf(int(C.k_conv3x3_packed_len(C.long(max(cout, cin)), C.long(max(cout, cin)))))
+	f := C.int(0)
+	if flip {
+		f = 1
+	}
+	C.k_conv3x3_pack((*C.float)(unsafe.Pointer(&(*wp)[0])), ptr(w), C.long(cout), C.long(cin), f)
+	return wp
+}
+
+// conv3x3 runs the direct kernel on one image: y [cout,h,w] = x [cin,h,w] ⋆ (packed w) + b.
+func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, cin, cout, h, w int, scratch []float32) {
+	t0 := time.Now()
+	C.k_conv3x3((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
+		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), C.long(cin), C.long(cout), C.long(h), C.long(w),
+		(*C.float)(unsafe.Pointer(&scratch[0])))
+	d.convNanos.Add(int64(time.Since(t0)))
+}
+
+// setConvGenericOnly makes the direct kernel use its portable block even where AVX-512 is present (tests).
+func setConvGenericOnly(on bool) {
+	if on {
+		C.k_conv3x3_generic_only = 1
+	} else {
+		C.k_conv3x3_generic_only = 0
+	}
+}
+
+func conv3x3Scratch(cin, cout, h, w int) int {
+	return int(C.k_conv3x3_scratch_len(C.long(cin), C.long(cout), C.long(h), C.long(w)))
 }
 
 // NewCPU returns the CPU device using threads cores (0: GOMAXPROCS). OpenBLAS is set to one thread: the device
@@ -564,6 +612,18 @@ func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
 		d.convForwardBatch(y, x, w, b, n, cin, cout, h, wd, k)
 		return
 	}
+	if d.directConv(k, wd) {
+		wp := d.packConv3x3(w, cout, cin, false)
+		defer d.scratch.Put(wp)
+		d.par(n, 1, func(lo, hi int) {
+			sp := d.scratchBuf(conv3x3Scratch(cin, cout, h, wd))
+			defer d.scratch.Put(sp)
+			for i := lo; i < hi; i++ {
+				d.conv3x3(y.Data[i*cout*hw:(i+1)*cout*hw], x.Data[i*cin*hw:(i+1)*cin*hw], *wp, b, cin, cout, h, wd, *sp)
+			}
+		})
+		return
+	}
 	d.par(n, 1, func(lo, hi int) {
 		var colp *[]float32
 		if k > 1 {
@@ -608,6 +668,12 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 	hw := h * wd
 	kk := cin * k * k
 	d.ChannelSumAcc(db, dy, n, cout, hw)
+	direct := dx != nil && d.directConv(k, wd)
+	var wtp *[]float32
+	if direct {
+		wtp = d.packConv3x3(w, cout, cin, true)
+		defer d.scratch.Put(wtp)
+	}
 	var mu sync.Mutex
 	workers := 1
 	if d.convByImage(n) {
@@ -628,6 +694,12 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 			defer d.scratch.Put(dwp)
 			col, dcol, dwl := *colp, *dcolp, *dwp
 			clear(dwl)
+			var dscratch []float32
+			if direct {
+				sp := d.scratchBuf(conv3x3Scratch(cout, cin, h, wd))
+				defer d.scratch.Put(sp)
+				dscratch = *sp
+			}
 			for i := lo; i < hi; i++ {
 				xb := x.Data[i*cin*hw : (i+1)*cin*hw]
 				dyb := dy.Data[i*cout*hw : (i+1)*cout*hw]
@@ -644,6 +716,10 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				dxb := dx.Data[i*cin*hw : (i+1)*cin*hw]
 				if k == 1 {
 					d.sgemm1(true, false, cin, hw, cout, 1, w.Data, cin, dyb, hw, 0, dxb, hw)
+					continue
+				}
+				if direct {
+					d.conv3x3(dxb, dyb, *wtp, nil, cout, cin, h, wd, dscratch)
 					continue
 				}
 				d.sgemm1(true, false, kk, hw, cout, 1, w.Data, kk, dyb, hw, 0, dcol, hw)

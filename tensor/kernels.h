@@ -42,3 +42,9 @@ void k_ema(float *e, const float *w, float decay, long lo, long hi);
 void k_copy_blocks(float *dst, long dstStride, const float *src, long srcStride, long blockLen, int acc, long lo,
                    long hi);
 void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi);
+long k_conv3x3_packed_len(long cout, long cin);
+long k_conv3x3_scratch_len(long cin, long cout, long h, long w);
+void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip);
+void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, long cin, long cout, long h, long w,
+               float *scratch);
+extern int k_conv3x3_generic_only;
