@@ -90,13 +90,9 @@ __attribute__((target_clones("avx2", "default"))) static void block_generic(floa
 
 int k_conv3x3_generic_only; // tests set it to run the portable block on AVX-512 machines too
 
-// k_conv3x3 sets y [cout][h][w] = x [cin][h][w] ⋆ w + bias (bias may be NULL) for one image; wp from
-// k_conv3x3_pack, scratch of k_conv3x3_scratch_len floats.
-void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, long cin, long cout, long h, long w,
-               float *scratch) {
-	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
-	float *P = scratch, *Y = scratch + cin * plane;
-	for (long ci = 0; ci < cin; ci++) {
+static void pad_image(float *P, const float *x, long c, long h, long w, long plane) {
+	long rw = w + 2;
+	for (long ci = 0; ci < c; ci++) {
 		float *p = P + ci * plane;
 		memset(p, 0, (size_t)rw * sizeof(float));
 		for (long r = 0; r < h; r++) {
@@ -107,6 +103,15 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 		}
 		memset(p + (h + 1) * rw, 0, (size_t)(plane - (h + 1) * rw) * sizeof(float));
 	}
+}
+
+// k_conv3x3 sets y [cout][h][w] = x [cin][h][w] ⋆ w + bias (bias may be NULL) for one image; wp from
+// k_conv3x3_pack, scratch of k_conv3x3_scratch_len floats.
+void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, long cin, long cout, long h, long w,
+               float *scratch) {
+	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
+	float *P = scratch, *Y = scratch + cin * plane;
+	pad_image(P, x, cin, h, w, plane);
 	int avx512 = __builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only;
 	for (long p0 = 0; p0 < np; p0 += PB)
 		for (long b = 0; b < nb; b++) {
@@ -123,5 +128,105 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 		float *dst = y + co * h * w;
 		for (long r = 0; r < h; r++)
 			for (long c = 0; c < w; c++) dst[r * w + c] = src[r * rw + c] + bv;
+	}
+}
+
+// The weight gradient: dw[co][ci][k] += Σ_p dy[co][p]·P[ci][p + off_k], a sum over the image's positions for
+// three output channels and all nine taps at once (27 accumulators), lanes over positions, reduced at the end.
+__attribute__((target("avx512f"))) static void dw_avx512(float out[27], const float *d0, const float *d1,
+                                                         const float *d2, const float *s, long np, long rw) {
+	__m512 a[3][9];
+#pragma GCC unroll 9
+	for (int k = 0; k < 9; k++) a[0][k] = a[1][k] = a[2][k] = _mm512_setzero_ps();
+	for (long p = 0; p < np; p += 16) {
+		__m512 y0 = _mm512_loadu_ps(d0 + p), y1 = _mm512_loadu_ps(d1 + p), y2 = _mm512_loadu_ps(d2 + p);
+#pragma GCC unroll 9
+		for (int k = 0; k < 9; k++) {
+			__m512 xv = _mm512_loadu_ps(s + p + (k / 3) * rw + k % 3);
+			__asm__("" : "+v"(xv)); // one (unaligned) load per tap, not one per product
+			a[0][k] = _mm512_fmadd_ps(y0, xv, a[0][k]);
+			a[1][k] = _mm512_fmadd_ps(y1, xv, a[1][k]);
+			a[2][k] = _mm512_fmadd_ps(y2, xv, a[2][k]);
+		}
+	}
+#pragma GCC unroll 9
+	for (int k = 0; k < 9; k++) {
+		out[k] = _mm512_reduce_add_ps(a[0][k]);
+		out[9 + k] = _mm512_reduce_add_ps(a[1][k]);
+		out[18 + k] = _mm512_reduce_add_ps(a[2][k]);
+	}
+}
+
+__attribute__((target_clones("avx2", "default"))) static void dw_generic(float out[27], const float *d0,
+                                                                         const float *d1, const float *d2,
+                                                                         const float *s, long np, long rw) {
+	const float *d[3] = {d0, d1, d2};
+	for (int j = 0; j < 3; j++)
+		for (int k = 0; k < 9; k++) {
+			const float *q = s + (k / 3) * rw + k % 3;
+			float acc[16] = {0};
+			for (long p = 0; p < np; p += 16)
+				for (int v = 0; v < 16; v++) acc[v] += d[j][p + v] * q[p + v];
+			float t = 0;
+			for (int v = 0; v < 16; v++) t += acc[v];
+			out[j * 9 + k] = t;
+		}
+}
+
+#define DW_CHUNK 1536 // positions per pass of the weight-gradient kernel: its rows stay in L1/L2
+
+// A channel's row: n planes, then room for the last chunk's reads past them (up to 15 + 2(w+2) + 2 floats).
+// Here an image's plane is just its zero-bordered (h+2)(w+2): a valid position reads at most 2(w+2)+2 further,
+// which stays inside its own plane, and the positions in between images have dy = 0.
+static long dw_plane_of(long h, long w) { return (h + 2) * (w + 2); }
+// Rows start on 64-byte boundaries (the dy loads are then aligned; unaligned rows cost a third of the speed).
+static long dw_row_of(long n, long h, long w) { return (n * dw_plane_of(h, w) + 2 * (w + 2) + 32 + 15) / 16 * 16; }
+
+long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w) {
+	return (cin + cout + 1) * dw_row_of(n, h, w);
+}
+
+// k_conv3x3_dw adds to dw [cout][cin][3][3] the weight gradient of n images x [n][cin][h][w], dy [n][cout][h][w];
+// scratch of k_conv3x3_dw_scratch_len floats. The images are laid end to end, each on its zero-bordered plane,
+// so that one sum runs over the positions of all of them (the horizontal reductions are paid once per chunk of
+// DW_CHUNK positions, not once per small image).
+void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
+                  float *scratch) {
+	long rw = w + 2, plane = dw_plane_of(h, w), row = dw_row_of(n, h, w);
+	long total = (n * plane + 15) / 16 * 16;
+	float *P = scratch, *D = scratch + cin * row, *zero = D + cout * row;
+	memset(zero, 0, (size_t)row * sizeof(float));
+	for (long ci = 0; ci < cin; ci++) {
+		float *p = P + ci * row;
+		memset(p, 0, (size_t)row * sizeof(float));
+		for (long i = 0; i < n; i++)
+			for (long r = 0; r < h; r++)
+				memcpy(p + i * plane + (r + 1) * rw + 1, x + ((i * cin + ci) * h + r) * w, (size_t)w * sizeof(float));
+	}
+	// dy on each image's padded-width grid, zero in the two border columns of each row and after the last row,
+	// so that the positions the forward kernel computes and drops add nothing here.
+	for (long co = 0; co < cout; co++) {
+		float *d = D + co * row;
+		memset(d, 0, (size_t)row * sizeof(float));
+		for (long i = 0; i < n; i++)
+			for (long r = 0; r < h; r++)
+				memcpy(d + i * plane + r * rw, dy + ((i * cout + co) * h + r) * w, (size_t)w * sizeof(float));
+	}
+	int avx512 = __builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only;
+	float out[27];
+	for (long c0 = 0; c0 < total; c0 += DW_CHUNK) {
+		long len = total - c0 < DW_CHUNK ? total - c0 : DW_CHUNK;
+		for (long co = 0; co < cout; co += 3) {
+			long nc = cout - co < 3 ? cout - co : 3;
+			const float *d0 = D + co * row + c0, *d1 = nc > 1 ? d0 + row : zero, *d2 = nc > 2 ? d0 + 2 * row : zero;
+			for (long ci = 0; ci < cin; ci++) {
+				if (avx512)
+					dw_avx512(out, d0, d1, d2, P + ci * row + c0, len, rw);
+				else
+					dw_generic(out, d0, d1, d2, P + ci * row + c0, len, rw);
+				for (long j = 0; j < nc; j++)
+					for (int k = 0; k < 9; k++) dw[((co + j) * cin + ci) * 9 + k] += out[j * 9 + k];
+			}
+		}
 	}
 }

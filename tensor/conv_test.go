@@ -12,7 +12,7 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 	defer setConvGenericOnly(false)
 	for _, tc := range []struct{ n, cin, cout, h, w int }{
 		{1, 1, 8, 8, 8}, {2, 3, 5, 8, 9}, {1, 20, 13, 9, 11}, {2, 16, 32, 32, 32}, {1, 33, 17, 12, 8},
-		{1, 8, 8, 7, 40}, {1, 64, 24, 16, 16},
+		{1, 8, 8, 7, 40}, {1, 64, 24, 16, 16}, {3, 4, 1, 8, 8}, {5, 16, 2, 8, 12},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(tc.cin), uint64(tc.cout)))
 		rnd := func(shape ...int) *Tensor {

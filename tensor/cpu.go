@@ -668,7 +668,8 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 	hw := h * wd
 	kk := cin * k * k
 	d.ChannelSumAcc(db, dy, n, cout, hw)
-	direct := dx != nil && d.directConv(k, wd)
+	directDW := d.directConv(k, wd)
+	direct := dx != nil && directDW
 	var wtp *[]float32
 	if direct {
 		wtp = d.packConv3x3(w, cout, cin, true)
@@ -686,8 +687,12 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			colp := d.scratchBuf(kk * hw)
-			dcolp := d.scratchBuf(kk * hw)
+			colN := kk * hw
+			if directDW {
+				colN = 1 // the direct kernels need no im2col matrix
+			}
+			colp := d.scratchBuf(colN)
+			dcolp := d.scratchBuf(colN)
 			dwp := d.scratchBuf(cout * kk)
 			defer d.scratch.Put(colp)
 			defer d.scratch.Put(dcolp)
@@ -700,16 +705,28 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				defer d.scratch.Put(sp)
 				dscratch = *sp
 			}
+			if directDW {
+				t0 := time.Now()
+				sp := d.scratchBuf(int(C.k_conv3x3_dw_scratch_len(C.long(hi-lo), C.long(cin), C.long(cout), C.long(h),
+					C.long(wd))))
+				C.k_conv3x3_dw((*C.float)(unsafe.Pointer(&dwl[0])), (*C.float)(unsafe.Pointer(&x.Data[lo*cin*hw])),
+					(*C.float)(unsafe.Pointer(&dy.Data[lo*cout*hw])), C.long(hi-lo), C.long(cin), C.long(cout),
+					C.long(h), C.long(wd), (*C.float)(unsafe.Pointer(&(*sp)[0])))
+				d.scratch.Put(sp)
+				d.convNanos.Add(int64(time.Since(t0)))
+			}
 			for i := lo; i < hi; i++ {
 				xb := x.Data[i*cin*hw : (i+1)*cin*hw]
 				dyb := dy.Data[i*cout*hw : (i+1)*cout*hw]
-				src := xb
-				if k > 1 {
-					src = col
-					C.k_im2col((*C.float)(unsafe.Pointer(&col[0])), (*C.float)(unsafe.Pointer(&xb[0])), 1,
-						C.long(cin), C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
+				if !directDW {
+					src := xb
+					if k > 1 {
+						src = col
+						C.k_im2col((*C.float)(unsafe.Pointer(&col[0])), (*C.float)(unsafe.Pointer(&xb[0])), 1,
+							C.long(cin), C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(kk))
+					}
+					d.sgemm1(false, true, cout, kk, hw, 1, dyb, hw, src, hw, 1, dwl, kk)
 				}
-				d.sgemm1(false, true, cout, kk, hw, 1, dyb, hw, src, hw, 1, dwl, kk)
 				if dx == nil {
 					continue
 				}
