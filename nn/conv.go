@@ -2,8 +2,9 @@ package nn
 
 import "dae/tensor"
 
-// Conv2d is a stride-1 convolution with a K×K kernel and padding (K−1)/2 (so 3×3 pad 1, or 1×1), as im2col + GEMM
-// over the whole batch. Weight [Cout, Cin, K, K], bias [Cout].
+// Conv2d is a stride-1 convolution with a K×K kernel and padding (K−1)/2 (so 3×3 pad 1, or 1×1): the device's own
+// convolution where it has one (tensor.ConvDevice), else im2col + GEMM over the whole batch.
+// Weight [Cout, Cin, K, K], bias [Cout].
 type Conv2d struct {
 	Name          string
 	W, B          *Param
