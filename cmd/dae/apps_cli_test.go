@@ -110,7 +110,8 @@ func TestAppsTiny(t *testing.T) {
 	cell := 16*3 + 2 // contact sheets scale 16×16 images by 3 with 2 pixels of padding
 	t.Run("manipulate", func(t *testing.T) {
 		out := filepath.Join(dir, "man")
-		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target-logit", "2"}} {
+		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target-logit", "2"},
+			{"--scale", "0.5", "--encode-steps", "3"}} {
 			args := append([]string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--out", out}, edit...)
 			if err := runManipulate(ctx, append(args, imgs[:2]...)); err != nil {
 				t.Fatalf("%v: %v", edit, err)

@@ -118,6 +118,15 @@ func (f *optFloat) Set(s string) error {
 type editFlags struct {
 	scale, targetLogit *optFloat
 	target             *string
+	encodeSteps        *int
+}
+
+// encSteps is the number of DDIM steps of the stochastic encoding: --encode-steps, else the decoder's.
+func (f editFlags) encSteps(steps int) int {
+	if *f.encodeSteps > 0 {
+		return *f.encodeSteps
+	}
+	return steps
 }
 
 func addEditFlags(fs *flag.FlagSet) editFlags {
@@ -125,6 +134,8 @@ func addEditFlags(fs *flag.FlagSet) editFlags {
 	fs.Var(f.scale, "scale", "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)")
 	fs.Var(f.targetLogit, "target-logit", "move each code so that its logit equals this (paper Eq. 11)")
 	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)")
+	f.encodeSteps = fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoding of the inputs (x_T); 0: as --steps "+
+		"(the authors' manipulation encodes with 250 and renders with 100)")
 	return f
 }
 
@@ -241,7 +252,7 @@ func runManipulate(ctx context.Context, args []string) error {
 		return err
 	}
 	n := len(inputs)
-	z, xT, err := encodeImages(ctx, m, x0, n, *mf.steps, *mf.batch, false)
+	z, xT, err := encodeImages(ctx, m, x0, n, ef.encSteps(*mf.steps), *mf.batch, false)
 	if err != nil {
 		return err
 	}

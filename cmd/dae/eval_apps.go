@@ -130,7 +130,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 			}
 		}
 		k := len(x0) / per
-		z, xT, err := encodeImages(ctx, m, x0, k, *mf.steps, *mf.batch, false)
+		z, xT, err := encodeImages(ctx, m, x0, k, ef.encSteps(*mf.steps), *mf.batch, false)
 		if err != nil {
 			return err
 		}
