@@ -385,8 +385,16 @@ HOT void k_softmax(float *y, const float *x, long d, long lo, long hi) {
 	for (long r = lo; r < hi; r++) {
 		const float *xr = x + r * d;
 		float *yr = y + r * d;
+		// The maximum in 16 lanes: as one running scalar GCC keeps it sequential (a max reduction may only be
+		// reordered under finite-math), which made this loop three quarters of the softmax.
+		float lane[16];
+		for (int j = 0; j < 16; j++) lane[j] = xr[0];
+		long i = 0;
+		for (; i + 16 <= d; i += 16)
+			for (int j = 0; j < 16; j++) lane[j] = xr[i + j] > lane[j] ? xr[i + j] : lane[j];
 		float mx = xr[0];
-		for (long i = 1; i < d; i++) mx = xr[i] > mx ? xr[i] : mx;
+		for (int j = 0; j < 16; j++) mx = lane[j] > mx ? lane[j] : mx;
+		for (; i < d; i++) mx = xr[i] > mx ? xr[i] : mx;
 		float s = 0;
 		for (long i = 0; i < d; i++) {
 			yr[i] = exp_fast(xr[i] - mx, exp_lo, exp_hi);
