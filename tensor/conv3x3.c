@@ -198,19 +198,31 @@ void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, 
 	memset(zero, 0, (size_t)row * sizeof(float));
 	for (long ci = 0; ci < cin; ci++) {
 		float *p = P + ci * row;
-		memset(p, 0, (size_t)row * sizeof(float));
-		for (long i = 0; i < n; i++)
-			for (long r = 0; r < h; r++)
-				memcpy(p + i * plane + (r + 1) * rw + 1, x + ((i * cin + ci) * h + r) * w, (size_t)w * sizeof(float));
+		for (long i = 0; i < n; i++) {
+			float *q = p + i * plane; // rows 0 and h+1 zero, each row between: 0, the image row, 0
+			memset(q, 0, (size_t)rw * sizeof(float));
+			for (long r = 0; r < h; r++) {
+				float *d = q + (r + 1) * rw;
+				d[0] = d[w + 1] = 0;
+				memcpy(d + 1, x + ((i * cin + ci) * h + r) * w, (size_t)w * sizeof(float));
+			}
+			memset(q + (h + 1) * rw, 0, (size_t)rw * sizeof(float));
+		}
+		memset(p + n * plane, 0, (size_t)(row - n * plane) * sizeof(float));
 	}
 	// dy on each image's padded-width grid, zero in the two border columns of each row and after the last row,
 	// so that the positions the forward kernel computes and drops add nothing here.
 	for (long co = 0; co < cout; co++) {
 		float *d = D + co * row;
-		memset(d, 0, (size_t)row * sizeof(float));
-		for (long i = 0; i < n; i++)
-			for (long r = 0; r < h; r++)
-				memcpy(d + i * plane + r * rw, dy + ((i * cout + co) * h + r) * w, (size_t)w * sizeof(float));
+		for (long i = 0; i < n; i++) {
+			float *q = d + i * plane;
+			for (long r = 0; r < h; r++) {
+				memcpy(q + r * rw, dy + ((i * cout + co) * h + r) * w, (size_t)w * sizeof(float));
+				q[r * rw + w] = q[r * rw + w + 1] = 0;
+			}
+			memset(q + h * rw, 0, (size_t)(plane - h * rw) * sizeof(float));
+		}
+		memset(d + n * plane, 0, (size_t)(row - n * plane) * sizeof(float));
 	}
 	int avx512 = __builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only;
 	float out[27];
