@@ -11,11 +11,12 @@ import (
 // Run with: go test -bench . -run '^$' ./nn (2 threads, as on the target machine).
 
 // Conv2d 3×3, forward and forward+backward (weights and input) as in training, through the direct 3×3 kernel and
-// through im2col + GEMM, on the layer shapes of fm32/fmnist32 (batch 16) and one wider layer:
+// through im2col + GEMM, on the layer shapes of fm32/fmnist32 (batch 16), wider layers and a single image:
 // [n, cin, h, w] → cout.
 func BenchmarkConv2d3x3(b *testing.B) {
 	for _, sh := range []struct{ n, cin, cout, hw int }{
 		{16, 32, 32, 32}, {16, 64, 64, 16}, {16, 64, 64, 8}, {16, 128, 64, 16}, {32, 64, 64, 32}, {8, 128, 128, 32},
+		{1, 64, 64, 32}, // one image (decoding a single file): output channels split over the cores
 	} {
 		for _, path := range []string{"direct", "im2col"} {
 			d := tensor.NewCPU(2)

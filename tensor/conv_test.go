@@ -6,8 +6,9 @@ import (
 	"testing"
 )
 
-// The direct 3×3 kernel (its AVX-512 block and its portable block) and im2col + GEMM give the same output and
-// input gradient, on shapes around the kernel's blocks of 8 channels and 48 positions.
+// The direct 3×3 kernel (its AVX-512 block and its portable block, one thread or several) and im2col + GEMM give
+// the same output, input gradient and weight gradient, on shapes around the kernel's blocks of 8 channels and 48
+// positions.
 func TestDirectConvMatchesIm2col(t *testing.T) {
 	defer setConvGenericOnly(false)
 	for _, tc := range []struct{ n, cin, cout, h, w int }{
@@ -24,8 +25,8 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		}
 		x, w, b := rnd(tc.n, tc.cin, tc.h, tc.w), rnd(tc.cout, tc.cin, 3, 3), rnd(tc.cout)
 		dy := rnd(tc.n, tc.cout, tc.h, tc.w)
-		run := func(im2col, generic bool) (y, dx, dw []float32) {
-			d := NewCPU(1)
+		run := func(im2col, generic bool, threads int) (y, dx, dw []float32) {
+			d := NewCPU(threads)
 			d.SetIm2colConv(im2col)
 			setConvGenericOnly(generic)
 			yt, dxt, dwt, dbt := d.New(tc.n, tc.cout, tc.h, tc.w), d.New(tc.n, tc.cin, tc.h, tc.w), d.New(tc.cout, tc.cin, 3, 3), d.New(tc.cout)
@@ -36,16 +37,21 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 			}
 			return yt.Data, dxt.Data, dwt.Data
 		}
-		yr, dxr, dwr := run(true, false)
-		for _, generic := range []bool{false, true} {
-			y, dx, dw := run(false, generic)
+		yr, dxr, dwr := run(true, false, 1)
+		// three threads: images split by output channels when there are fewer images than threads
+		for _, v := range []struct {
+			generic bool
+			threads int
+		}{{false, 1}, {true, 1}, {false, 3}} {
+			generic := v.generic
+			y, dx, dw := run(false, generic, v.threads)
 			for _, p := range []struct {
 				name string
 				a, b []float32
 			}{{"y", y, yr}, {"dx", dx, dxr}, {"dw", dw, dwr}} {
 				for i := range p.a {
 					if math.Abs(float64(p.a[i]-p.b[i])) > 1e-4*(1+math.Abs(float64(p.b[i]))) {
-						t.Fatalf("%+v generic=%v: %s[%d] direct %g, im2col %g", tc, generic, p.name, i, p.a[i], p.b[i])
+						t.Fatalf("%+v %+v: %s[%d] direct %g, im2col %g", tc, v, p.name, i, p.a[i], p.b[i])
 					}
 				}
 			}

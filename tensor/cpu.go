@@ -608,20 +608,35 @@ func (d *CPU) sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float3
 func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
 	hw := h * wd
 	kk := cin * k * k
-	if !d.convByImage(n) {
-		d.convForwardBatch(y, x, w, b, n, cin, cout, h, wd, k)
-		return
-	}
 	if d.directConv(k, wd) {
 		wp := d.packConv3x3(w, cout, cin, false)
 		defer d.scratch.Put(wp)
-		d.par(n, 1, func(lo, hi int) {
-			sp := d.scratchBuf(conv3x3Scratch(cin, cout, h, wd))
+		// Work items are (image, block of output channels): whole images when there are enough of them for the
+		// cores, else each image's output channels split in runs of 8 so that a single image uses every core.
+		per := (d.threads + n - 1) / n
+		cb := (cout + 7) / 8
+		per = min(per, cb)
+		span := (cb + per - 1) / per * 8 // output channels per item
+		items := n * ((cout + span - 1) / span)
+		perImg := items / n
+		d.par(items, 1, func(lo, hi int) {
+			sp := d.scratchBuf(conv3x3Scratch(cin, min(span, cout), h, wd))
 			defer d.scratch.Put(sp)
-			for i := lo; i < hi; i++ {
-				d.conv3x3(y.Data[i*cout*hw:(i+1)*cout*hw], x.Data[i*cin*hw:(i+1)*cin*hw], *wp, b, cin, cout, h, wd, *sp)
+			for it := lo; it < hi; it++ {
+				i, c0 := it/perImg, (it%perImg)*span
+				c1 := min(c0+span, cout)
+				var bb *Tensor
+				if b != nil {
+					bb = Wrap(d, b.Data[c0:c1], c1-c0)
+				}
+				d.conv3x3(y.Data[(i*cout+c0)*hw:(i*cout+c1)*hw], x.Data[i*cin*hw:(i+1)*cin*hw],
+					(*wp)[c0*cin*9:], bb, cin, c1-c0, h, wd, *sp)
 			}
 		})
+		return
+	}
+	if !d.convByImage(n) {
+		d.convForwardBatch(y, x, w, b, n, cin, cout, h, wd, k)
 		return
 	}
 	d.par(n, 1, func(lo, hi int) {
