@@ -38,8 +38,39 @@ void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip) {
 				}
 }
 
-__attribute__((target("avx512f"))) static void block_avx512(float *yo, long ldy, const float *s, long plane,
-                                                            const float *wb, long cin, long rw) {
+// Where a block's three vectors of positions land in the output: each vector covers up to three rows of the
+// padded-width grid; for row r its valid lanes (column < w, row < h) are stored, masked, at y + p − 2r.
+typedef struct {
+	int nseg[3];
+	long off[3][3]; // p − 2r of lane 0
+	__mmask16 mask[3][3];
+} out_map;
+
+static void map_block(out_map *m, long p0, long h, long w) {
+	long rw = w + 2;
+	for (int v = 0; v < 3; v++) {
+		long p = p0 + 16 * v;
+		m->nseg[v] = 0;
+		for (long r = p / rw; r <= (p + 15) / rw && r < h; r++) {
+			unsigned mk = 0;
+			for (int l = 0; l < 16; l++) {
+				long q = p + l;
+				if (q / rw == r && q % rw < w) mk |= 1u << l;
+			}
+			if (mk) {
+				int k = m->nseg[v]++;
+				m->off[v][k] = p - 2 * r;
+				m->mask[v][k] = (__mmask16)mk;
+			}
+		}
+	}
+}
+
+// block_avx512 computes output channels [0, nco) of a block (nco ≤ CB) at positions p0…p0+47 and stores them,
+// plus the bias, straight into y [co][h·w] (ldy = h·w).
+__attribute__((target("avx512f"))) static void block_avx512(float *y, long ldy, const out_map *om, const float *bias,
+                                                            long nco, const float *s, long plane, const float *wb,
+                                                            long cin, long rw) {
 	__m512 a[CB][3];
 #pragma GCC unroll 8
 	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
@@ -57,11 +88,21 @@ __attribute__((target("avx512f"))) static void block_avx512(float *yo, long ldy,
 			}
 		}
 	}
+	// Every index into a[][] stays a constant (loops fully unrolled, conditions inside), or GCC would keep the
+	// accumulators in memory.
 #pragma GCC unroll 8
 	for (int j = 0; j < CB; j++) {
-		_mm512_storeu_ps(yo + j * ldy, a[j][0]);
-		_mm512_storeu_ps(yo + j * ldy + 16, a[j][1]);
-		_mm512_storeu_ps(yo + j * ldy + 32, a[j][2]);
+		if (j < nco) {
+			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
+			float *yj = y + j * ldy;
+#pragma GCC unroll 3
+			for (int v = 0; v < 3; v++) {
+				__m512 o = _mm512_add_ps(a[j][v], bv);
+#pragma GCC unroll 3
+				for (int k = 0; k < 3; k++)
+					if (k < om->nseg[v]) _mm512_mask_storeu_ps(yj + om->off[v][k], om->mask[v][k], o);
+			}
+		}
 	}
 }
 
@@ -112,16 +153,22 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
 	float *P = scratch, *Y = scratch + cin * plane;
 	pad_image(P, x, cin, h, w, plane);
-	int avx512 = __builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only;
-	for (long p0 = 0; p0 < np; p0 += PB)
-		for (long b = 0; b < nb; b++) {
-			float *yo = Y + b * CB * np + p0;
-			const float *wb = wp + b * cin * 9 * CB;
-			if (avx512)
-				block_avx512(yo, np, P + p0, plane, wb, cin, rw);
-			else
-				block_generic(yo, np, P + p0, plane, wb, cin, rw);
+	if (__builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only) {
+		// Straight into y: no intermediate grid, no compaction pass.
+		out_map om;
+		for (long p0 = 0; p0 < np; p0 += PB) {
+			map_block(&om, p0, h, w);
+			for (long b = 0; b < nb; b++) {
+				long c0 = b * CB, nco = cout - c0 < CB ? cout - c0 : CB;
+				block_avx512(y + c0 * h * w, h * w, &om, bias ? bias + c0 : NULL, nco, P + p0, plane,
+				             wp + b * cin * 9 * CB, cin, rw);
+			}
 		}
+		return;
+	}
+	for (long p0 = 0; p0 < np; p0 += PB)
+		for (long b = 0; b < nb; b++)
+			block_generic(Y + b * CB * np + p0, np, P + p0, plane, wp + b * cin * 9 * CB, cin, rw);
 	for (long co = 0; co < cout; co++) {
 		float bv = bias ? bias[co] : 0.0f;
 		const float *src = Y + co * np;
