@@ -73,9 +73,17 @@ func (d *CPU) SetIm2colConv(on bool) { d.im2colConv = on }
 // DirectConvTime is the thread-time spent in the direct 3×3 convolution kernel since the device was made.
 func (d *CPU) DirectConvTime() time.Duration { return time.Duration(d.convNanos.Load()) }
 
-// directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernel: below 8
-// columns the two border columns it computes and drops cost more than im2col does.
-func (d *CPU) directConv(k, w int) bool { return k == 3 && w >= 8 && !d.im2colConv }
+// directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernel: on CPUs with
+// AVX-512 (elsewhere its portable blocks lose to im2col + GEMM), and not below 8 columns, where the two border
+// columns it computes and drops cost more than im2col does.
+func (d *CPU) directConv(k, w int) bool {
+	return k == 3 && w >= 8 && !d.im2colConv && (directFast || directForced)
+}
+
+var (
+	directFast   = C.k_conv3x3_fast() != 0
+	directForced bool // tests: the direct kernels even without AVX-512
+)
 
 // packConv3x3 packs w [cout,cin,3,3] (flip: the kernel of the input gradient) into a scratch buffer.
 func (d *CPU) packConv3x3(w *Tensor, cout, cin int, flip bool) *[]float32 {
@@ -97,8 +105,10 @@ func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, cin, cout, h, w i
 	d.convNanos.Add(int64(time.Since(t0)))
 }
 
-// setConvGenericOnly makes the direct kernel use its portable block even where AVX-512 is present (tests).
+// setConvGenericOnly makes the direct kernel use its portable block even where AVX-512 is present, and use the
+// direct kernels even where it is not (tests).
 func setConvGenericOnly(on bool) {
+	directForced = on
 	if on {
 		C.k_conv3x3_generic_only = 1
 	} else {

@@ -108,7 +108,7 @@ type Device interface {
 }
 
 // ConvDevice is implemented by devices with a convolution of their own. The CPU's works image by image: 3×3
-// convolutions on maps 8 pixels wide and more run a direct kernel (output, input gradient and weight gradient, no
+// convolutions on maps 8 pixels wide and more run a direct kernel where the CPU has AVX-512 (output, input gradient and weight gradient, no
 // im2col matrix and no GEMM packing), the others im2col + GEMM with the matrix in cache. Devices without one get
 // whole-batch im2col and one GEMM from the layer (package nn).
 type ConvDevice interface {

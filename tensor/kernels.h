@@ -51,3 +51,4 @@ extern int k_conv3x3_generic_only;
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w);
 void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
                   float *scratch);
+int k_conv3x3_fast(void);
