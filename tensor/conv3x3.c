@@ -106,6 +106,39 @@ __attribute__((target("avx512f"))) static void block_avx512(float *y, long ldy, 
 	}
 }
 
+// The block with AVX2 and FMA (16 registers): four sub-blocks of 4 output channels × 24 positions, 12 accumulators.
+__attribute__((target("avx2,fma"))) static void block_avx2(float *yo, long ldy, const float *s, long plane,
+                                                           const float *wb, long cin, long rw) {
+	for (int half = 0; half < 2; half++)
+		for (int j0 = 0; j0 < CB; j0 += 4) {
+			__m256 a[4][3];
+#pragma GCC unroll 4
+			for (int j = 0; j < 4; j++) a[j][0] = a[j][1] = a[j][2] = _mm256_setzero_ps();
+			const float *sp = s + half * 24, *wq = wb + j0;
+			for (long i = 0; i < cin; i++, sp += plane, wq += 9 * CB) {
+#pragma GCC unroll 9
+				for (int k = 0; k < 9; k++) {
+					const float *q = sp + (k / 3) * rw + k % 3;
+					__m256 x0 = _mm256_loadu_ps(q), x1 = _mm256_loadu_ps(q + 8), x2 = _mm256_loadu_ps(q + 16);
+#pragma GCC unroll 4
+					for (int j = 0; j < 4; j++) {
+						__m256 wv = _mm256_broadcast_ss(wq + k * CB + j);
+						a[j][0] = _mm256_fmadd_ps(wv, x0, a[j][0]);
+						a[j][1] = _mm256_fmadd_ps(wv, x1, a[j][1]);
+						a[j][2] = _mm256_fmadd_ps(wv, x2, a[j][2]);
+					}
+				}
+			}
+#pragma GCC unroll 4
+			for (int j = 0; j < 4; j++) {
+				float *o = yo + (j0 + j) * ldy + half * 24;
+				_mm256_storeu_ps(o, a[j][0]);
+				_mm256_storeu_ps(o + 8, a[j][1]);
+				_mm256_storeu_ps(o + 16, a[j][2]);
+			}
+		}
+}
+
 // The same block for CPUs without AVX-512: two halves of 24 positions, four output channels at a time, so that
 // the accumulators fit the 16 AVX registers once GCC vectorises the inner loop.
 __attribute__((target_clones("avx2", "default"))) static void block_generic(float *yo, long ldy, const float *s,
@@ -129,12 +162,24 @@ __attribute__((target_clones("avx2", "default"))) static void block_generic(floa
 		}
 }
 
-int k_conv3x3_generic_only; // tests set it to run the portable block on AVX-512 machines too
+int k_conv3x3_cap = 2; // the widest blocks to use: 2 AVX-512, 1 AVX2, 0 portable (tests lower it)
 
-// k_conv3x3_fast says whether the direct kernels have their AVX-512 blocks here. The portable blocks are correct
-// everywhere but slower than im2col + an AVX2 GEMM (about 27 against 60+ GFLOP/s a core), so the device uses the
-// direct kernels only where this is true.
-int k_conv3x3_fast(void) { return __builtin_cpu_supports("avx512f"); }
+static int isa(void) {
+	if (k_conv3x3_cap >= 2 && __builtin_cpu_supports("avx512f")) return 2;
+	if (k_conv3x3_cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+	return 0;
+}
+
+// k_conv3x3_fast says which blocks the direct kernels have here: 2 AVX-512 (all three kernels), 1 AVX2 (the
+// forward block, also used for the input gradient; the weight gradient's 27 accumulators do not fit 16
+// registers), 0 only the portable ones, which are correct everywhere but slower than im2col + GEMM.
+int k_conv3x3_fast(void) {
+	int c = k_conv3x3_cap;
+	k_conv3x3_cap = 2;
+	int r = isa();
+	k_conv3x3_cap = c;
+	return r;
+}
 
 static void pad_image(float *P, const float *x, long c, long h, long w, long plane) {
 	long rw = w + 2;
@@ -158,7 +203,8 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
 	float *P = scratch, *Y = scratch + cin * plane;
 	pad_image(P, x, cin, h, w, plane);
-	if (__builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only) {
+	int level = isa();
+	if (level == 2) {
 		// Straight into y: no intermediate grid, no compaction pass.
 		out_map om;
 		for (long p0 = 0; p0 < np; p0 += PB) {
@@ -173,7 +219,10 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 	}
 	for (long p0 = 0; p0 < np; p0 += PB)
 		for (long b = 0; b < nb; b++)
-			block_generic(Y + b * CB * np + p0, np, P + p0, plane, wp + b * cin * 9 * CB, cin, rw);
+			if (level == 1)
+				block_avx2(Y + b * CB * np + p0, np, P + p0, plane, wp + b * cin * 9 * CB, cin, rw);
+			else
+				block_generic(Y + b * CB * np + p0, np, P + p0, plane, wp + b * cin * 9 * CB, cin, rw);
 	for (long co = 0; co < cout; co++) {
 		float bv = bias ? bias[co] : 0.0f;
 		const float *src = Y + co * np;
@@ -276,7 +325,7 @@ void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, 
 		}
 		memset(d + n * plane, 0, (size_t)(row - n * plane) * sizeof(float));
 	}
-	int avx512 = __builtin_cpu_supports("avx512f") && !k_conv3x3_generic_only;
+	int avx512 = isa() == 2;
 	float out[27];
 	for (long c0 = 0; c0 < total; c0 += DW_CHUNK) {
 		long len = total - c0 < DW_CHUNK ? total - c0 : DW_CHUNK;

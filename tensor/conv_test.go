@@ -6,11 +6,11 @@ import (
 	"testing"
 )
 
-// The direct 3×3 kernel (its AVX-512 block and its portable block, one thread or several) and im2col + GEMM give
+// The direct 3×3 kernels (AVX-512, AVX2 and portable blocks, one thread or several) and im2col + GEMM give
 // the same output, input gradient and weight gradient, on shapes around the kernel's blocks of 8 channels and 48
 // positions.
 func TestDirectConvMatchesIm2col(t *testing.T) {
-	defer setConvGenericOnly(false)
+	defer setConvCap(2)
 	for _, tc := range []struct{ n, cin, cout, h, w int }{
 		{1, 1, 8, 8, 8}, {2, 3, 5, 8, 9}, {1, 20, 13, 9, 11}, {2, 16, 32, 32, 32}, {1, 33, 17, 12, 8},
 		{1, 8, 8, 7, 40}, {1, 64, 24, 16, 16}, {3, 4, 1, 8, 8}, {5, 16, 2, 8, 12},
@@ -25,10 +25,10 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		}
 		x, w, b := rnd(tc.n, tc.cin, tc.h, tc.w), rnd(tc.cout, tc.cin, 3, 3), rnd(tc.cout)
 		dy := rnd(tc.n, tc.cout, tc.h, tc.w)
-		run := func(im2col, generic bool, threads int) (y, dx, dw []float32) {
+		run := func(im2col bool, level, threads int) (y, dx, dw []float32) {
 			d := NewCPU(threads)
 			d.SetIm2colConv(im2col)
-			setConvGenericOnly(generic)
+			setConvCap(level)
 			yt, dxt, dwt, dbt := d.New(tc.n, tc.cout, tc.h, tc.w), d.New(tc.n, tc.cin, tc.h, tc.w), d.New(tc.cout, tc.cin, 3, 3), d.New(tc.cout)
 			d.Conv2dForward(yt, x, w, b, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
 			d.Conv2dBackward(dxt, dwt, dbt, dy, x, w, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
@@ -37,17 +37,14 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 			}
 			return yt.Data, dxt.Data, dwt.Data
 		}
-		yr, dxr, dwr := run(true, false, 1)
-		// three threads: images split by output channels when there are fewer images than threads
-		for _, v := range []struct {
-			generic bool
-			threads int
-		}{{false, 1}, {true, 1}, {false, 3}} {
-			generic := v.generic
-			if !generic && !directFast {
-				continue // no AVX-512 here: the device keeps im2col, and the portable block has its own run
+		yr, dxr, dwr := run(true, 2, 1)
+		// Levels: 2 AVX-512, 1 AVX2, 0 portable blocks; three threads: images split by output channels when there
+		// are fewer images than threads.
+		for _, v := range []struct{ level, threads int }{{2, 1}, {1, 1}, {0, 1}, {2, 3}} {
+			if v.level > directLevel {
+				continue // this CPU lacks these instructions
 			}
-			y, dx, dw := run(false, generic, v.threads)
+			y, dx, dw := run(false, v.level, v.threads)
 			for _, p := range []struct {
 				name string
 				a, b []float32
@@ -57,6 +54,52 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 						t.Fatalf("%+v %+v: %s[%d] direct %g, im2col %g", tc, v, p.name, i, p.a[i], p.b[i])
 					}
 				}
+			}
+		}
+	}
+}
+
+// On a CPU with AVX2 and no AVX-512 the device runs the direct forward and input-gradient kernels and im2col +
+// GEMM for the weight gradient; that mix, simulated here where the CPU has AVX2, matches im2col throughout.
+func TestDirectConvAVX2Mix(t *testing.T) {
+	if directLevel < 1 {
+		t.Skip("no AVX2 here")
+	}
+	saved := directLevel
+	defer func() { directLevel = saved; setConvCap(2) }()
+	rng := rand.New(rand.NewPCG(7, 7))
+	rnd := func(shape ...int) *Tensor {
+		d := make([]float32, Numel(shape...))
+		for i := range d {
+			d[i] = float32(rng.NormFloat64())
+		}
+		return Wrap(nil, d, shape...)
+	}
+	const n, cin, cout, h, w = 3, 12, 10, 9, 13
+	x, wt, b, dy := rnd(n, cin, h, w), rnd(cout, cin, 3, 3), rnd(cout), rnd(n, cout, h, w)
+	run := func(d *CPU) (y, dx, dw []float32) {
+		yt, dxt, dwt, dbt := d.New(n, cout, h, w), d.New(n, cin, h, w), d.New(cout, cin, 3, 3), d.New(cout)
+		d.Conv2dForward(yt, x, wt, b, n, cin, cout, h, w, 3)
+		d.Conv2dBackward(dxt, dwt, dbt, dy, x, wt, n, cin, cout, h, w, 3)
+		return yt.Data, dxt.Data, dwt.Data
+	}
+	ref := NewCPU(2)
+	ref.SetIm2colConv(true)
+	yr, dxr, dwr := run(ref)
+	setConvCap(1)
+	directForced, directLevel = false, 1
+	d := NewCPU(2)
+	if !d.directConv(3, w) || d.directConvDW(3, w) {
+		t.Fatal("an AVX2 CPU should run the direct forward kernel and im2col for the weight gradient")
+	}
+	y, dx, dw := run(d)
+	for _, p := range []struct {
+		name string
+		a, b []float32
+	}{{"y", y, yr}, {"dx", dx, dxr}, {"dw", dw, dwr}} {
+		for i := range p.a {
+			if math.Abs(float64(p.a[i]-p.b[i])) > 1e-4*(1+math.Abs(float64(p.b[i]))) {
+				t.Fatalf("%s[%d]: AVX2 mix %g, im2col %g", p.name, i, p.a[i], p.b[i])
 			}
 		}
 	}

@@ -73,16 +73,22 @@ func (d *CPU) SetIm2colConv(on bool) { d.im2colConv = on }
 // DirectConvTime is the thread-time spent in the direct 3×3 convolution kernel since the device was made.
 func (d *CPU) DirectConvTime() time.Duration { return time.Duration(d.convNanos.Load()) }
 
-// directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernel: on CPUs with
-// AVX-512 (elsewhere its portable blocks lose to im2col + GEMM), and not below 8 columns, where the two border
-// columns it computes and drops cost more than im2col does.
+// directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernels (forward and
+// input gradient): on CPUs with AVX-512 or AVX2 (elsewhere the portable blocks lose to im2col + GEMM), and not
+// below 8 columns, where the two border columns they compute and drop cost more than im2col does.
 func (d *CPU) directConv(k, w int) bool {
-	return k == 3 && w >= 8 && !d.im2colConv && (directFast || directForced)
+	return k == 3 && w >= 8 && !d.im2colConv && (directLevel >= 1 || directForced)
+}
+
+// directConvDW says whether the weight gradient of such a convolution goes through its direct kernel, which has
+// an AVX-512 block only.
+func (d *CPU) directConvDW(k, w int) bool {
+	return d.directConv(k, w) && (directLevel >= 2 || directForced)
 }
 
 var (
-	directFast   = C.k_conv3x3_fast() != 0
-	directForced bool // tests: the direct kernels even without AVX-512
+	directLevel  = int(C.k_conv3x3_fast()) // 2 AVX-512, 1 AVX2, 0 neither
+	directForced bool                      // tests: the direct kernels whatever the CPU
 )
 
 // packConv3x3 packs w [cout,cin,3,3] (flip: the kernel of the input gradient) into a scratch buffer.
@@ -105,15 +111,11 @@ func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, cin, cout, h, w i
 	d.convNanos.Add(int64(time.Since(t0)))
 }
 
-// setConvGenericOnly makes the direct kernel use its portable block even where AVX-512 is present, and use the
-// direct kernels even where it is not (tests).
-func setConvGenericOnly(on bool) {
-	directForced = on
-	if on {
-		C.k_conv3x3_generic_only = 1
-	} else {
-		C.k_conv3x3_generic_only = 0
-	}
+// setConvCap limits the direct kernels to blocks of at most this width (2 AVX-512, 1 AVX2, 0 portable) and uses
+// the direct kernels even where the CPU would not (tests); setConvCap(2) restores the default.
+func setConvCap(level int) {
+	directForced = level < 2
+	C.k_conv3x3_cap = C.int(level)
 }
 
 func conv3x3Scratch(cin, cout, h, w int) int {
@@ -693,8 +695,8 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 	hw := h * wd
 	kk := cin * k * k
 	d.ChannelSumAcc(db, dy, n, cout, hw)
-	directDW := d.directConv(k, wd)
-	direct := dx != nil && directDW
+	directDW := d.directConvDW(k, wd)
+	direct := dx != nil && d.directConv(k, wd)
 	var wtp *[]float32
 	if direct {
 		wtp = d.packConv3x3(w, cout, cin, true)

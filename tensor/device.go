@@ -108,9 +108,10 @@ type Device interface {
 }
 
 // ConvDevice is implemented by devices with a convolution of their own. The CPU's works image by image: 3×3
-// convolutions on maps 8 pixels wide and more run a direct kernel where the CPU has AVX-512 (output, input gradient and weight gradient, no
-// im2col matrix and no GEMM packing), the others im2col + GEMM with the matrix in cache. Devices without one get
-// whole-batch im2col and one GEMM from the layer (package nn).
+// convolutions on maps 8 pixels wide and more run direct kernels (no im2col matrix, no GEMM packing) for the
+// output, input gradient and weight gradient where the CPU has AVX-512, for the first two where it has AVX2;
+// everything else runs im2col + GEMM with the matrix in cache. Devices without one get whole-batch im2col and one
+// GEMM from the layer (package nn).
 type ConvDevice interface {
 	// Conv2dForward sets y [n,cout,h,w] = x [n,cin,h,w] ⋆ w [cout,cin,k,k] + b, stride 1, padding (k−1)/2.
 	Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int)
