@@ -647,7 +647,9 @@ func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
 		})
 		return
 	}
-	if !d.convByImage(n) {
+	// Few images, or maps so small (under 8×8) that one image's GEMM would be a sliver: one im2col over the
+	// batch and one GEMM split over the cores.
+	if !d.convByImage(n) || hw < 64 {
 		d.convForwardBatch(y, x, w, b, n, cin, cout, h, wd, k)
 		return
 	}
