@@ -68,10 +68,19 @@ func writeLabels(path string, files []string, labels []int, classes []string) er
 			rows = append(rows, []string{f, name, v})
 		}
 	}
+	if err := WriteCSV(path, rows); err != nil {
+		return fmt.Errorf("dataset: %w", err)
+	}
+	return nil
+}
+
+// WriteCSV writes rows to path through a temporary file renamed into place, so a reader never sees half a file
+// and a failed write leaves no file behind.
+func WriteCSV(path string, rows [][]string) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
-		return fmt.Errorf("dataset: %w", err)
+		return err
 	}
 	w := csv.NewWriter(f)
 	w.WriteAll(rows)
@@ -84,7 +93,7 @@ func writeLabels(path string, files []string, labels []int, classes []string) er
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("dataset: writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }

@@ -343,29 +343,14 @@ func scanFMNISTDir(dir string, truth []uint8, classes []string) ([]fmnistImage, 
 
 // writeHeldOut writes image_hash,file,index,attribute of every encoded image not chosen for labelling.
 func writeHeldOut(path string, pool []fmnistImage, chosen map[string]bool, attrs []string) error {
-	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	w := csv.NewWriter(f)
-	w.Write([]string{"image_hash", "file", "index", "attribute"})
+	rows := [][]string{{"image_hash", "file", "index", "attribute"}}
 	for _, im := range pool {
 		if !chosen[im.hash] {
-			w.Write([]string{im.hash, filepath.Base(im.file), strconv.Itoa(im.index), attrs[im.class]})
+			rows = append(rows, []string{im.hash, filepath.Base(im.file), strconv.Itoa(im.index), attrs[im.class]})
 		}
 	}
-	w.Flush()
-	err = w.Error()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("held-out labels %s: %w", path, err)
+	if err := dataset.WriteCSV(path, rows); err != nil {
+		return fmt.Errorf("held-out labels: %w", err)
 	}
 	return nil
 }
