@@ -778,15 +778,7 @@ func (s *Store) NearestLatents(ctx context.Context, modelID, imageHash string, k
 	if err != nil {
 		return nil, fmt.Errorf("store: nearest latents of image %s (model %s): %w", imageHash, modelID, err)
 	}
-	ns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Neighbour, error) {
-		var n Neighbour
-		var sim *float64
-		err := r.Scan(&n.LatentID, &n.ImageHash, &sim)
-		if sim != nil {
-			n.Similarity = *sim
-		}
-		return n, err
-	})
+	ns, err := pgx.CollectRows(rows, scanNeighbour)
 	if err != nil {
 		return nil, fmt.Errorf("store: nearest latents of image %s (model %s): %w", imageHash, modelID, err)
 	}

@@ -108,8 +108,8 @@ type Neighbour struct {
 }
 
 // Neighbours lists the k latents of the same model whose z_sem is most similar (cosine) to the image's. modelID ""
-// means the model of the image's most recent latent. It scans the model's latents in SQL: fine for hundreds of
-// thousands; an index (pgvector) is the step after that.
+// means the model of the image's most recent latent. It is the exact scan of the SQL function
+// nearest_latents_exact (see NearestLatents for the sketched candidates).
 func (s *Store) Neighbours(ctx context.Context, modelID, imageHash string, k int) (model string, _ []Neighbour, _ error) {
 	err := s.pool.QueryRow(ctx, `
 SELECT model_id FROM latents WHERE image_hash = $1 AND ($2 = '' OR model_id = $2) ORDER BY created_at DESC LIMIT 1`,
@@ -120,34 +120,27 @@ SELECT model_id FROM latents WHERE image_hash = $1 AND ($2 = '' OR model_id = $2
 	if err != nil {
 		return "", nil, fmt.Errorf("store: neighbours of image %s (model %q): %w", imageHash, modelID, err)
 	}
-	rows, err := s.pool.Query(ctx, `
-WITH q AS (
-    SELECT z_sem, sqrt((SELECT sum(x * x) FROM unnest(z_sem) x)) AS norm
-    FROM latents WHERE model_id = $1 AND image_hash = $2
-)
-SELECT l.id, l.image_hash, sim
-FROM latents l, q, LATERAL (
-    SELECT sum(a * b) / NULLIF(q.norm * sqrt(sum(b * b)), 0) AS sim FROM unnest(q.z_sem, l.z_sem) AS t(a, b)
-) c
-WHERE l.model_id = $1 AND l.image_hash <> $2
-ORDER BY sim DESC NULLS LAST, l.id
-LIMIT $3`, model, imageHash, k)
+	rows, err := s.pool.Query(ctx, `SELECT latent_id, image_hash, similarity FROM nearest_latents_exact($1, $2, $3)`,
+		imageHash, model, k)
 	if err != nil {
 		return model, nil, fmt.Errorf("store: neighbours of image %s (model %s): %w", imageHash, model, err)
 	}
-	ns, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Neighbour, error) {
-		var n Neighbour
-		var sim *float64
-		err := r.Scan(&n.LatentID, &n.ImageHash, &sim)
-		if sim != nil {
-			n.Similarity = *sim
-		}
-		return n, err
-	})
+	ns, err := pgx.CollectRows(rows, scanNeighbour)
 	if err != nil {
 		return model, nil, fmt.Errorf("store: neighbours of image %s (model %s): %w", imageHash, model, err)
 	}
 	return model, ns, nil
+}
+
+// scanNeighbour reads a (latent_id, image_hash, similarity) row; a NULL similarity (a zero z_sem) reads as 0.
+func scanNeighbour(r pgx.CollectableRow) (Neighbour, error) {
+	var n Neighbour
+	var sim *float64
+	err := r.Scan(&n.LatentID, &n.ImageHash, &sim)
+	if sim != nil {
+		n.Similarity = *sim
+	}
+	return n, err
 }
 
 // Failure is a job that failed for good, with its reason.
