@@ -164,22 +164,19 @@ __attribute__((target_clones("avx2", "default"))) static void block_generic(floa
 
 int k_conv3x3_cap = 2; // the widest blocks to use: 2 AVX-512, 1 AVX2, 0 portable (tests lower it)
 
-static int isa(void) {
-	if (k_conv3x3_cap >= 2 && __builtin_cpu_supports("avx512f")) return 2;
-	if (k_conv3x3_cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+// isa_upto is the widest block this CPU has, at most cap (2 AVX-512, 1 AVX2 with FMA, 0 portable).
+static int isa_upto(int cap) {
+	if (cap >= 2 && __builtin_cpu_supports("avx512f")) return 2;
+	if (cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
 	return 0;
 }
+
+static int isa(void) { return isa_upto(k_conv3x3_cap); }
 
 // k_conv3x3_fast says which blocks the direct kernels have here: 2 AVX-512 (all three kernels), 1 AVX2 (the
 // forward block, also used for the input gradient; the weight gradient's 27 accumulators do not fit 16
 // registers), 0 only the portable ones, which are correct everywhere but slower than im2col + GEMM.
-int k_conv3x3_fast(void) {
-	int c = k_conv3x3_cap;
-	k_conv3x3_cap = 2;
-	int r = isa();
-	k_conv3x3_cap = c;
-	return r;
-}
+int k_conv3x3_fast(void) { return isa_upto(2); }
 
 static void pad_image(float *P, const float *x, long c, long h, long w, long plane) {
 	long rw = w + 2;

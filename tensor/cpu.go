@@ -93,11 +93,11 @@ var (
 
 // packConv3x3 packs w [cout,cin,3,3] (flip: the kernel of the input gradient) into a scratch buffer.
 func (d *CPU) packConv3x3(w *Tensor, cout, cin int, flip bool) *[]float32 {
-	wp := d.scratchBuf(int(C.k_conv3x3_packed_len(C.long(max(cout, cin)), C.long(max(cout, cin)))))
-	f := C.int(0)
+	f, outC, inC := C.int(0), cout, cin
 	if flip {
-		f = 1
+		f, outC, inC = 1, cin, cout
 	}
+	wp := d.scratchBuf(int(C.k_conv3x3_packed_len(C.long(outC), C.long(inC))))
 	C.k_conv3x3_pack((*C.float)(unsafe.Pointer(&(*wp)[0])), ptr(w), C.long(cout), C.long(cin), f)
 	return wp
 }
@@ -716,12 +716,15 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			colN := kk * hw
+			colN, dcolN := kk*hw, kk*hw // the direct kernels need no im2col matrices
 			if directDW {
-				colN = 1 // the direct kernels need no im2col matrix
+				colN = 1
+			}
+			if direct || dx == nil {
+				dcolN = 1
 			}
 			colp := d.scratchBuf(colN)
-			dcolp := d.scratchBuf(colN)
+			dcolp := d.scratchBuf(dcolN)
 			dwp := d.scratchBuf(cout * kk)
 			defer d.scratch.Put(colp)
 			defer d.scratch.Put(dcolp)
