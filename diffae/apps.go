@@ -12,45 +12,87 @@ import (
 // This file holds the uses of the latent space (paper §5.2–5.7, SPEC A6): attribute manipulation, interpolation
 // and unconditional and few-shot conditional sampling. The CLI, the workers and the scheduled jobs all call it.
 
-// Direction is the classifier's weight vector as a unit vector in its normalised z space.
-func (c *Classifier) Direction() []float32 {
-	var s float64
-	for _, v := range c.W {
-		s += float64(v) * float64(v)
+// Along names the direction in the classifier's normalised z space that manipulation moves codes along.
+type Along string
+
+const (
+	// AlongWeight is w/‖w‖, the reference implementation's direction (the zero Along means it too).
+	AlongWeight Along = "weight"
+	// AlongPattern is Σw/‖Σw‖ (Classifier.Pattern): the same linear classifier read as a pattern rather than a
+	// filter. w points to where the logit grows fastest per unit of distance, which with hundreds of correlated
+	// dimensions is largely along directions of little variance that the decoder hardly reads; Σw is where the
+	// codes themselves move as the logit grows (for a linear discriminant, the difference of the class means).
+	AlongPattern Along = "pattern"
+)
+
+// ParseAlong reads an Along from its name.
+func ParseAlong(s string) (Along, error) {
+	switch a := Along(s); a {
+	case AlongWeight, AlongPattern:
+		return a, nil
+	case "":
+		return AlongWeight, nil
 	}
-	out := make([]float32, len(c.W))
+	return "", fmt.Errorf("direction %q: want %q or %q", s, AlongWeight, AlongPattern)
+}
+
+// Direction is the unit vector of a in the classifier's normalised z space.
+func (c *Classifier) Direction(a Along) ([]float32, error) {
+	switch a {
+	case "", AlongWeight:
+		return unit(c.W), nil
+	case AlongPattern:
+		if len(c.Pattern) != len(c.W) {
+			return nil, fmt.Errorf("classifier %q has no pattern direction (saved before it was recorded): retrain it, or move along %q",
+				c.Attribute, AlongWeight)
+		}
+		return unit(c.Pattern), nil
+	}
+	return nil, fmt.Errorf("classifier %q: unknown direction %q", c.Attribute, a)
+}
+
+func unit(v []float32) []float32 {
+	var s float64
+	for _, x := range v {
+		s += float64(x) * float64(x)
+	}
+	out := make([]float32, len(v))
 	if s == 0 {
 		return out
 	}
 	inv := 1 / math.Sqrt(s)
-	for j, v := range c.W {
-		out[j] = float32(float64(v) * inv)
+	for j, x := range v {
+		out[j] = float32(float64(x) * inv)
 	}
 	return out
 }
 
-func (c *Classifier) wNorm() float64 {
+// slope is the growth of the logit per unit of s in Shift along u: √d·(w·u).
+func (c *Classifier) slope(u []float32) float64 {
 	var s float64
-	for _, v := range c.W {
-		s += float64(v) * float64(v)
+	for j, v := range c.W {
+		s += float64(v) * float64(u[j])
 	}
-	return math.Sqrt(s)
+	return s * math.Sqrt(float64(c.Dim()))
 }
 
-// Shift moves n = len(z)/Dim() codes along the attribute: z' = denorm(norm(z) + s·√d·w/‖w‖) (the reference
-// implementation's manipulation). The √d makes s comparable across code sizes: a normalised code has norm ≈ √d,
-// so s = 1 moves it by about its own length. The normalisation is the classifier's, which is the model's latent
-// statistics when it was trained with them.
-func (c *Classifier) Shift(z []float32, s float64) []float32 {
-	return c.shiftEach(z, func(int) float64 { return s })
+// Shift moves n = len(z)/Dim() codes along the attribute: z' = denorm(norm(z) + s·√d·u), u the unit direction a
+// (w/‖w‖ is the reference implementation's manipulation). The √d makes s comparable across code sizes: a
+// normalised code has norm ≈ √d, so s = 1 moves it by about its own length. The normalisation is the
+// classifier's, which is the model's latent statistics when it was trained with them.
+func (c *Classifier) Shift(z []float32, s float64, a Along) ([]float32, error) {
+	u, err := c.Direction(a)
+	if err != nil {
+		return nil, err
+	}
+	return c.shiftEach(z, u, func(int) float64 { return s }), nil
 }
 
-func (c *Classifier) shiftEach(z []float32, scale func(i int) float64) []float32 {
+func (c *Classifier) shiftEach(z, u []float32, scale func(i int) float64) []float32 {
 	d := c.Dim()
 	if len(z)%d != 0 {
 		panic(fmt.Sprintf("classifier %q: %d values are not whole codes of %d", c.Attribute, len(z), d))
 	}
-	u := c.Direction()
 	rd := math.Sqrt(float64(d))
 	out := make([]float32, len(z))
 	for i := range len(z) / d {
@@ -63,25 +105,37 @@ func (c *Classifier) shiftEach(z []float32, scale func(i int) float64) []float32
 	return out
 }
 
-// ScaleForLogit is the s of Shift that brings the code z to the given logit (paper Eq. 11, solved in closed form:
-// the logit is linear in s with slope √d·‖w‖).
-func (c *Classifier) ScaleForLogit(z []float32, target float64) float64 {
-	nw := c.wNorm()
-	if nw == 0 {
-		return 0
+// ScaleForLogit is the s of Shift along a that brings the code z to the given logit (paper Eq. 11, solved in
+// closed form: the logit is linear in s with slope √d·(w·u)).
+func (c *Classifier) ScaleForLogit(z []float32, target float64, a Along) (float64, error) {
+	u, err := c.Direction(a)
+	if err != nil {
+		return 0, err
 	}
-	return (target - c.Logit(z)) / (math.Sqrt(float64(c.Dim())) * nw)
+	return c.scaleForLogit(z, target, u), nil
 }
 
-// ShiftToLogit moves each of the n codes so that its logit equals target, returning the moved codes and the
-// scale used for each.
-func (c *Classifier) ShiftToLogit(z []float32, target float64) (out []float32, scales []float64) {
+func (c *Classifier) scaleForLogit(z []float32, target float64, u []float32) float64 {
+	k := c.slope(u)
+	if k <= 0 {
+		return 0 // a zero classifier: no direction raises the logit
+	}
+	return (target - c.Logit(z)) / k
+}
+
+// ShiftToLogit moves each of the n codes along a so that its logit equals target, returning the moved codes and
+// the scale used for each.
+func (c *Classifier) ShiftToLogit(z []float32, target float64, a Along) (out []float32, scales []float64, err error) {
+	u, err := c.Direction(a)
+	if err != nil {
+		return nil, nil, err
+	}
 	d := c.Dim()
 	scales = make([]float64, len(z)/d)
 	for i := range scales {
-		scales[i] = c.ScaleForLogit(z[i*d:(i+1)*d], target)
+		scales[i] = c.scaleForLogit(z[i*d:(i+1)*d], target, u)
 	}
-	return c.shiftEach(z, func(i int) float64 { return scales[i] }), scales
+	return c.shiftEach(z, u, func(i int) float64 { return scales[i] }), scales, nil
 }
 
 // MedianLogit is the median of the classifier's logits over codes, e.g. those of real positives: the paper's
@@ -98,11 +152,28 @@ func (c *Classifier) MedianLogit(z []float32) float64 {
 	return (l[len(l)/2-1] + l[len(l)/2]) / 2
 }
 
-// Edit says how far Manipulate moves the codes: by a fixed Scale, or, with ToLogit, to the logit TargetLogit.
+// Edit says how far Manipulate moves the codes, and along what: by a fixed Scale, or, with ToLogit, to the logit
+// TargetLogit; along Along (the zero value: the weight vector, as the reference does).
 type Edit struct {
 	Scale       float64
 	ToLogit     bool
 	TargetLogit float64
+	Along       Along
+}
+
+// Apply moves n codes as e says, returning the moved codes and the scale applied to each.
+func (e Edit) Apply(c *Classifier, z []float32) (z2 []float32, scales []float64, err error) {
+	if e.ToLogit {
+		return c.ShiftToLogit(z, e.TargetLogit, e.Along)
+	}
+	if z2, err = c.Shift(z, e.Scale, e.Along); err != nil {
+		return nil, nil, err
+	}
+	scales = make([]float64, len(z)/c.Dim())
+	for i := range scales {
+		scales[i] = e.Scale
+	}
+	return z2, scales, nil
 }
 
 // Manipulate edits n codes with c (keeping x_T, which carries the stochastic details) and decodes them. It
@@ -114,14 +185,8 @@ func (m *Model) Manipulate(ctx context.Context, c *Classifier, z, xT []float32, 
 	if len(z) != n*c.Dim() {
 		return nil, nil, nil, fmt.Errorf("manipulate: z_sem has %d values for %d codes of %d", len(z), n, c.Dim())
 	}
-	if e.ToLogit {
-		z2, scales = c.ShiftToLogit(z, e.TargetLogit)
-	} else {
-		z2 = c.Shift(z, e.Scale)
-		scales = make([]float64, n)
-		for i := range scales {
-			scales[i] = e.Scale
-		}
+	if z2, scales, err = e.Apply(c, z); err != nil {
+		return nil, nil, nil, fmt.Errorf("manipulate: %w", err)
 	}
 	x, err = m.Decode(ctx, z2, xT, n, o)
 	if err != nil {

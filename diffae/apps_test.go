@@ -20,32 +20,115 @@ func trainedSynth(t *testing.T, d int) (*Classifier, []float32, []bool) {
 func TestShift(t *testing.T) {
 	const d = 12
 	c, z, _ := trainedSynth(t, d)
-	slope := math.Sqrt(d) * c.wNorm()
-	for _, s := range []float64{-1, -0.2, 0, 0.3, 2} {
-		z2 := c.Shift(z[:5*d], s)
-		for i := range 5 {
-			got := c.Logit(z2[i*d : (i+1)*d])
-			want := c.Logit(z[i*d:(i+1)*d]) + s*slope
-			if math.Abs(got-want) > 1e-3*(1+math.Abs(want)) {
-				t.Errorf("s=%v code %d: logit %v, want %v", s, i, got, want)
+	for _, a := range []Along{AlongWeight, AlongPattern} {
+		u, err := c.Direction(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wu float64
+		for j := range d {
+			wu += float64(c.W[j]) * float64(u[j])
+		}
+		slope := math.Sqrt(d) * wu
+		for _, s := range []float64{-1, -0.2, 0, 0.3, 2} {
+			z2, err := c.Shift(z[:5*d], s, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				got := c.Logit(z2[i*d : (i+1)*d])
+				want := c.Logit(z[i*d:(i+1)*d]) + s*slope
+				if math.Abs(got-want) > 1e-3*(1+math.Abs(want)) {
+					t.Errorf("%s s=%v code %d: logit %v, want %v", a, s, i, got, want)
+				}
 			}
 		}
+		// The move is s·√d in the normalised space, along u only.
+		z2, _ := c.Shift(z[:d], 0.5, a)
+		var along, orth float64
+		for j := range d {
+			dn := float64((z2[j] - z[j]) / c.Std[j])
+			along += dn * float64(u[j])
+		}
+		for j := range d {
+			dn := float64((z2[j]-z[j])/c.Std[j]) - along*float64(u[j])
+			orth += dn * dn
+		}
+		if math.Abs(along-0.5*math.Sqrt(d)) > 1e-4 || orth > 1e-8 {
+			t.Errorf("%s: normalised move %v along u (want %v), %v across", a, along, 0.5*math.Sqrt(d), orth)
+		}
 	}
-	// The move is s·√d in the normalised space, along w only.
-	z2 := c.Shift(z[:d], 0.5)
-	u := c.Direction()
-	var along, orth float64
+	old := *c
+	old.Pattern = nil // a classifier saved before patterns were recorded
+	if _, err := old.Shift(z[:d], 1, AlongPattern); err == nil {
+		t.Error("a move along a missing pattern was accepted")
+	}
+	if _, err := old.Shift(z[:d], 1, ""); err != nil {
+		t.Errorf("the zero direction (the weight) failed: %v", err)
+	}
+}
+
+// The pattern is Σw/‖Σw‖ over the normalised training codes; on codes whose classes differ along a wide
+// dimension and are separated best by a narrow one, it leans to the wide one where w leans to the narrow one.
+func TestPattern(t *testing.T) {
+	const n, d = 800, 3
+	rng := rand.New(rand.NewPCG(5, 6))
+	z := make([]float32, n*d)
+	labels := make([]bool, n)
+	for i := range n {
+		labels[i] = i%2 == 0
+		y := -1.0
+		if labels[i] {
+			y = 1
+		}
+		shared := rng.NormFloat64()
+		z[i*d] = float32(y*2 + 2*rng.NormFloat64())             // wide: the classes' means differ most here
+		z[i*d+1] = float32(y*0.4 + 0.3*shared)                  // narrow and correlated with dimension 2
+		z[i*d+2] = float32(0.6*shared + 0.05*rng.NormFloat64()) // lets a filter cancel dimension 1's noise
+	}
+	c, err := TrainClassifier("a", z, d, labels, ClassifierOptions{Epochs: 100, LR: 1e-2, L2: -1, Seed: 1}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Σw by brute force in the classifier's normalisation.
+	zn := make([][]float64, n)
+	mu := make([]float64, d)
+	for i := range n {
+		zn[i] = make([]float64, d)
+		for j := range d {
+			zn[i][j] = float64((z[i*d+j] - c.Mean[j]) / c.Std[j])
+			mu[j] += zn[i][j] / n
+		}
+	}
+	want := make([]float64, d)
+	for i := range n {
+		var s float64
+		for j := range d {
+			s += (zn[i][j] - mu[j]) * float64(c.W[j])
+		}
+		for j := range d {
+			want[j] += s * (zn[i][j] - mu[j])
+		}
+	}
+	var norm float64
+	for _, v := range want {
+		norm += v * v
+	}
 	for j := range d {
-		dn := float64((z2[j] - z[j]) / c.Std[j])
-		along += dn * float64(u[j])
+		if got := float64(c.Pattern[j]); math.Abs(got-want[j]/math.Sqrt(norm)) > 1e-4 {
+			t.Errorf("pattern[%d] = %v, want %v", j, got, want[j]/math.Sqrt(norm))
+		}
 	}
-	for j := range d {
-		dn := float64((z2[j]-z[j])/c.Std[j]) - along*float64(u[j])
-		orth += dn * dn
+	u, _ := c.Direction(AlongWeight)
+	p, _ := c.Direction(AlongPattern)
+	// Dimension 2 carries no class information: a filter uses it to cancel noise, a pattern barely moves it.
+	if math.Abs(float64(u[2])) < 0.3 || math.Abs(float64(p[2])) > math.Abs(float64(u[2]))/2 {
+		t.Errorf("weight %v, pattern %v: want the weight to use the noise dimension and the pattern not", u, p)
 	}
-	if math.Abs(along-0.5*math.Sqrt(d)) > 1e-4 || orth > 1e-8 {
-		t.Errorf("normalised move: %v along w (want %v), %v across", along, 0.5*math.Sqrt(d), orth)
+	if float64(p[0]) < 0.5 {
+		t.Errorf("pattern %v: want it to lean on the wide dimension 0", p)
 	}
+	t.Logf("weight %v, pattern %v", u, p)
 }
 
 func TestShiftToLogit(t *testing.T) {
@@ -61,11 +144,16 @@ func TestShiftToLogit(t *testing.T) {
 	if med <= 0 {
 		t.Fatalf("median logit of positives %v, want > 0 for a working classifier", med)
 	}
-	for _, target := range []float64{med, -med, 0, 7.5} {
-		z2, scales := c.ShiftToLogit(z[:20*d], target)
-		for i := range 20 {
-			if got := c.Logit(z2[i*d : (i+1)*d]); math.Abs(got-target) > 1e-3*(1+math.Abs(target)) {
-				t.Errorf("target %v code %d: logit %v (scale %v)", target, i, got, scales[i])
+	for _, a := range []Along{AlongWeight, AlongPattern} {
+		for _, target := range []float64{med, -med, 0, 7.5} {
+			z2, scales, err := c.ShiftToLogit(z[:20*d], target, a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 20 {
+				if got := c.Logit(z2[i*d : (i+1)*d]); math.Abs(got-target) > 1e-3*(1+math.Abs(target)) {
+					t.Errorf("%s target %v code %d: logit %v (scale %v)", a, target, i, got, scales[i])
+				}
 			}
 		}
 	}

@@ -17,13 +17,17 @@ import (
 // classifier and travels with it. ModelID names the autoencoder whose codes it was trained on: codes of another
 // model live in a different space and must not be scored by it.
 type Classifier struct {
-	Attribute string             `json:"attribute"`
-	ModelID   string             `json:"model_id"`
-	W         []float32          `json:"w"`
-	B         float32            `json:"b"`
-	Mean      []float32          `json:"mean"`
-	Std       []float32          `json:"std"`
-	Metrics   map[string]float64 `json:"metrics,omitempty"`
+	Attribute string    `json:"attribute"`
+	ModelID   string    `json:"model_id"`
+	W         []float32 `json:"w"`
+	B         float32   `json:"b"`
+	Mean      []float32 `json:"mean"`
+	Std       []float32 `json:"std"`
+	// Pattern is the unit vector Σw/‖Σw‖, Σ the covariance of the normalised training codes: the direction in
+	// which the codes themselves move as the logit grows (the classifier's activation pattern, where w is its
+	// filter). Absent in classifiers saved before it existed.
+	Pattern []float32          `json:"pattern,omitempty"`
+	Metrics map[string]float64 `json:"metrics,omitempty"`
 }
 
 // MetricMedianPositiveLogit names the Metrics entry holding the median logit of the training positives.
@@ -43,12 +47,26 @@ type ClassifierOptions struct {
 	PU bool
 	// Seed makes the hold-out split, the shuffling and the oversampling reproducible.
 	Seed uint64
+	// L2 is the weight of the ridge penalty L2/2·‖w‖² added to the mean BCE (the bias is not penalised). Without
+	// it, a few hundred dimensions and a separable class let w grow along directions of little variance that
+	// separate the training codes but that the decoder hardly reads, so that moving a code along w (manipulation)
+	// changes its logit and not its image. Negative means none; 0 takes DefaultClassifierL2.
+	L2 float64
 	// HoldOut is the share of codes (stratified by label) kept out of training to measure AUROC and accuracy;
 	// 0 means train on everything and leave the metrics empty.
 	HoldOut float64
 }
 
+// DefaultClassifierL2 is ClassifierOptions.L2 when none is given.
+const DefaultClassifierL2 = 1e-2
+
 func (o *ClassifierOptions) fill() {
+	if o.L2 == 0 {
+		o.L2 = DefaultClassifierL2
+	}
+	if o.L2 < 0 {
+		o.L2 = 0
+	}
 	if o.Epochs <= 0 {
 		o.Epochs = 100
 	}
@@ -187,6 +205,9 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 			c2 := 1 - math.Pow(beta2, float64(step))
 			for j := range w {
 				gj := g[j] * inv
+				if j < d {
+					gj += o.L2 * w[j]
+				}
 				m1[j] = beta1*m1[j] + (1-beta1)*gj
 				m2[j] = beta2*m2[j] + (1-beta2)*gj*gj
 				w[j] -= o.LR * (m1[j] / c1) / (math.Sqrt(m2[j]/c2) + eps)
@@ -197,6 +218,7 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 		c.W[j] = float32(w[j])
 	}
 	c.B = float32(w[d])
+	c.Pattern = pattern(zn, d, append(trPos[:len(trPos):len(trPos)], trNeg...), w[:d])
 	c.Metrics["n_train"] = float64(len(trPos) + len(trNeg))
 	c.Metrics["n_train_positive"] = float64(len(trPos))
 	c.Metrics["n_holdout"] = float64(len(held))
@@ -217,6 +239,46 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 		c.Metrics["auroc"], c.Metrics["accuracy"] = c.Evaluate(hz, hl)
 	}
 	return c, nil
+}
+
+// pattern returns Σw/‖Σw‖ for the covariance Σ of the codes zn[i] of rows (nil if it vanishes).
+func pattern(zn []float64, d int, rows []int, w []float64) []float32 {
+	if len(rows) < 2 {
+		return nil
+	}
+	mu := make([]float64, d)
+	for _, i := range rows {
+		for j, v := range zn[i*d : (i+1)*d] {
+			mu[j] += v
+		}
+	}
+	for j := range mu {
+		mu[j] /= float64(len(rows))
+	}
+	p := make([]float64, d)
+	for _, i := range rows {
+		x := zn[i*d : (i+1)*d]
+		var s float64
+		for j, v := range x {
+			s += (v - mu[j]) * w[j]
+		}
+		for j, v := range x {
+			p[j] += s * (v - mu[j])
+		}
+	}
+	var n float64
+	for _, v := range p {
+		n += v * v
+	}
+	if n == 0 || math.IsNaN(n) || math.IsInf(n, 0) {
+		return nil
+	}
+	out := make([]float32, d)
+	inv := 1 / math.Sqrt(n)
+	for j, v := range p {
+		out[j] = float32(v * inv)
+	}
+	return out
 }
 
 func negName(pu bool) string {
@@ -308,6 +370,16 @@ func (c *Classifier) Validate() error {
 	}
 	if !finite(c.B) {
 		return fmt.Errorf("classifier %q: bias is not finite", c.Attribute)
+	}
+	if c.Pattern != nil {
+		if len(c.Pattern) != d {
+			return fmt.Errorf("classifier %q: pattern has %d values for codes of %d", c.Attribute, len(c.Pattern), d)
+		}
+		for j, v := range c.Pattern {
+			if !finite(v) {
+				return fmt.Errorf("classifier %q: bad pattern value at dimension %d", c.Attribute, j)
+			}
+		}
 	}
 	return nil
 }

@@ -208,6 +208,8 @@ type ProbeOptions struct {
 	LR     float64 // Adam learning rate (default 1e-3)
 	Batch  int     // minibatch (default 64)
 	Seed   uint64
+	// L2 is the classifiers' ridge penalty L2/2·‖w‖² (default none: a probe measures what is linearly there).
+	L2 float64
 	// MinStd floors the per-feature std used to standardise. Raw pixels need it: the border of Fashion-MNIST is
 	// black in nearly every image, so its std is tiny and the slight grey a diffusion model leaves there would
 	// become a huge standardised value and swamp the logits of reconstructed images.
@@ -238,6 +240,10 @@ func TrainProbe(ctx context.Context, x []float32, d int, labels []int, classes [
 			return nil, fmt.Errorf("probe: label %d of example %d is not a class index in [0, %d)", l, i, len(classes))
 		}
 	}
+	l2 := o.L2
+	if l2 <= 0 {
+		l2 = -1 // ClassifierOptions: none
+	}
 	mean, std := LatentMeanStd(x, d)
 	for j := range std {
 		std[j] = max(std[j], float32(o.MinStd))
@@ -260,7 +266,7 @@ func TrainProbe(ctx context.Context, x []float32, d int, labels []int, classes [
 				y[i] = l == c
 			}
 			p.C[c], errs[c] = TrainClassifier(classes[c], x, d, y, ClassifierOptions{Epochs: o.Epochs, LR: o.LR,
-				Batch: o.Batch, Seed: o.Seed + uint64(c)}, mean, std)
+				Batch: o.Batch, L2: l2, Seed: o.Seed + uint64(c)}, mean, std)
 		}()
 	}
 	wg.Wait()

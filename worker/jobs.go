@@ -313,7 +313,7 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 	if err != nil {
 		return output{}, err
 	}
-	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale}, diffae.DecodeOptions{Steps: steps})
+	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale, Along: diffae.AlongWeight}, diffae.DecodeOptions{Steps: steps})
 	if err != nil {
 		return output{}, fmt.Errorf("manipulate latent %d: %w", l.ID, err)
 	}

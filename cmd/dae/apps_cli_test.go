@@ -111,11 +111,30 @@ func TestAppsTiny(t *testing.T) {
 	t.Run("manipulate", func(t *testing.T) {
 		out := filepath.Join(dir, "man")
 		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target-logit", "2"},
-			{"--scale", "0.5", "--encode-steps", "3"}} {
+			{"--scale", "0.5", "--encode-steps", "3"}, {"--target", "median", "--direction", "weight"}} {
 			args := append([]string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--out", out}, edit...)
 			if err := runManipulate(ctx, append(args, imgs[:2]...)); err != nil {
 				t.Fatalf("%v: %v", edit, err)
 			}
+		}
+		args := []string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--out", out, "--scale", "1"}
+		if err := runManipulate(ctx, append(append(args, "--direction", "sideways"), imgs[:2]...)); err == nil ||
+			!strings.Contains(err.Error(), "sideways") {
+			t.Errorf("--direction sideways: %v, want an error naming it", err)
+		}
+		// A classifier file from before patterns were recorded: the default direction names the way out.
+		old := filepath.Join(dir, "old.json")
+		c2 := *c
+		c2.Pattern = nil
+		if err := c2.Save(old); err != nil {
+			t.Fatal(err)
+		}
+		args[3] = old
+		if err := runManipulate(ctx, append(args, imgs[:2]...)); err == nil || !strings.Contains(err.Error(), "no pattern") {
+			t.Errorf("classifier without a pattern: %v, want an error saying so", err)
+		}
+		if err := runManipulate(ctx, append(append(args, "--direction", "weight"), imgs[:2]...)); err != nil {
+			t.Errorf("classifier without a pattern, --direction weight: %v", err)
 		}
 		for _, n := range []string{"in0.png", "in1.png"} {
 			if _, err := os.Stat(filepath.Join(out, n)); err != nil {

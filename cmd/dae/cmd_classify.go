@@ -217,6 +217,7 @@ func runClassify(ctx context.Context, args []string) error {
 	k := fs.Int("few-shot", 0, "use only this many labelled positives per class (0: all labels)")
 	epochs := fs.Int("epochs", 100, "epochs")
 	lr := fs.Float64("lr", 1e-3, "Adam learning rate")
+	l2 := fs.Float64("l2", diffae.DefaultClassifierL2, "ridge penalty l2/2·‖w‖² on the weights (0: none)")
 	holdout := fs.Float64("holdout", 0.1, "share of the training codes held out for AUROC/accuracy")
 	seed := fs.Uint64("seed", 1, "seed of the few-shot pick, hold-out split and shuffling")
 	out := fs.String("out", "", "classifier file to write (JSON)")
@@ -291,7 +292,13 @@ func runClassify(ctx context.Context, args []string) error {
 	if m.Stats != nil {
 		mean, std = m.Stats.Mean, m.Stats.Std
 	}
-	o := diffae.ClassifierOptions{Epochs: *epochs, LR: *lr, PU: *mode == "pu", Seed: *seed, HoldOut: *holdout}
+	if *l2 < 0 {
+		return fmt.Errorf("%w: --l2 %v: want ≥ 0", errUsage, *l2)
+	}
+	o := diffae.ClassifierOptions{Epochs: *epochs, LR: *lr, L2: *l2, PU: *mode == "pu", Seed: *seed, HoldOut: *holdout}
+	if *l2 == 0 {
+		o.L2 = -1 // none
+	}
 	var cs []*diffae.Classifier
 	for a, name := range names {
 		// Binary mode trains on the labelled codes only; PU mode on every code, the labelled positives as

@@ -119,6 +119,7 @@ type editFlags struct {
 	scale, targetLogit *optFloat
 	target             *string
 	encodeSteps        *int
+	along              *string
 }
 
 // encSteps is the number of DDIM steps of the stochastic encoding: --encode-steps, else the decoder's.
@@ -134,6 +135,8 @@ func addEditFlags(fs *flag.FlagSet) editFlags {
 	fs.Var(f.scale, "scale", "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)")
 	fs.Var(f.targetLogit, "target-logit", "move each code so that its logit equals this (paper Eq. 11)")
 	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)")
+	f.along = fs.String("direction", string(diffae.AlongPattern), "direction to move along in the normalised z space: "+
+		"pattern (Σw, where the codes move as the logit grows; edits the image) or weight (w/‖w‖, the reference's)")
 	f.encodeSteps = fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoding of the inputs (x_T); 0: as --steps "+
 		"(the authors' manipulation encodes with 250 and renders with 100)")
 	return f
@@ -150,11 +153,18 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 	if given != 1 {
 		return diffae.Edit{}, fmt.Errorf("%w: give exactly one of --scale, --target-logit, --target median", errUsage)
 	}
+	along, err := diffae.ParseAlong(*f.along)
+	if err != nil {
+		return diffae.Edit{}, fmt.Errorf("%w: --direction: %v", errUsage, err)
+	}
+	if _, err := c.Direction(along); err != nil {
+		return diffae.Edit{}, err
+	}
 	switch {
 	case f.scale.set:
-		return diffae.Edit{Scale: f.scale.v}, nil
+		return diffae.Edit{Scale: f.scale.v, Along: along}, nil
 	case f.targetLogit.set:
-		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v}, nil
+		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v, Along: along}, nil
 	case *f.target != "median":
 		return diffae.Edit{}, fmt.Errorf("%w: --target %q: only median is known", errUsage, *f.target)
 	}
@@ -162,7 +172,7 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 	if !ok || math.IsNaN(med) {
 		return diffae.Edit{}, fmt.Errorf("classifier %q records no median positive logit; retrain it with dae classify or use --target-logit", c.Attribute)
 	}
-	return diffae.Edit{ToLogit: true, TargetLogit: med}, nil
+	return diffae.Edit{ToLogit: true, TargetLogit: med, Along: along}, nil
 }
 
 // manipulation is the result of editing n codes at several fractions of the full edit.
@@ -178,18 +188,19 @@ type manipulation struct {
 func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z, xT []float32, n int, e diffae.Edit,
 	fractions []float64, steps, batch int) (*manipulation, error) {
 	d := c.Dim()
-	r := &manipulation{Fractions: fractions, Scales: make([]float64, n)}
-	for i := range n {
-		r.Scales[i] = e.Scale
-		if e.ToLogit {
-			r.Scales[i] = c.ScaleForLogit(z[i*d:(i+1)*d], e.TargetLogit)
-		}
+	_, scales, err := e.Apply(c, z)
+	if err != nil {
+		return nil, err
 	}
+	r := &manipulation{Fractions: fractions, Scales: scales}
 	zs := make([]float32, 0, len(fractions)*n*d)
 	xs := make([]float32, 0, len(fractions)*len(xT))
 	for _, f := range fractions {
 		for i := range n {
-			zi := c.Shift(z[i*d:(i+1)*d], f*r.Scales[i])
+			zi, err := c.Shift(z[i*d:(i+1)*d], f*r.Scales[i], e.Along)
+			if err != nil {
+				return nil, err
+			}
 			zs = append(zs, zi...)
 			if f == 1 {
 				r.ZFinal = append(r.ZFinal, zi...)
@@ -197,7 +208,6 @@ func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z,
 		}
 		xs = append(xs, xT...)
 	}
-	var err error
 	r.X, err = decodeImages(ctx, m, zs, xs, len(fractions)*n, steps, batch)
 	return r, err
 }

@@ -150,7 +150,10 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		if probe != nil {
 			pc = probeClass(probe, zEdit)
 		}
-		u := c.Direction()
+		u, err := c.Direction(e.Along)
+		if err != nil {
+			return err
+		}
 		for i := range k {
 			if c.Prob(zEdit[i*d:(i+1)*d]) >= 0.5 {
 				succ++
@@ -179,7 +182,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 			}
 		}
 	}
-	fmt.Println("\noff-direction change: ‖Δ − (Δ·u)u‖ / ‖z_rec‖ of the re-encoded edit against the re-encoded reconstruction, in the classifier's normalised space (u = w/‖w‖); lower means the rest of the content stayed put")
+	fmt.Println("\noff-direction change: ‖Δ − (Δ·u)u‖ / ‖z_rec‖ of the re-encoded edit against the re-encoded reconstruction, in the classifier's normalised space (u the direction moved along); lower means the rest of the content stayed put")
 	return nil
 }
 

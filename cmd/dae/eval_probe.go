@@ -42,6 +42,7 @@ type probeReport struct {
 type probeSettings struct {
 	Epochs int     `json:"epochs"`
 	LR     float64 `json:"lr"`
+	L2     float64 `json:"l2"`
 	Batch  int     `json:"batch"`
 	Seed   uint64  `json:"seed"`
 	// PixelMinStd floors the std that standardises pixels (see diffae.ProbeOptions.MinStd).
@@ -87,6 +88,7 @@ func runEvalProbe(ctx context.Context, args []string) error {
 	nTest := fs.Int("n-test", 0, "test on the first N test images (0: all)")
 	epochs := fs.Int("epochs", 20, "probe training epochs")
 	lr := fs.Float64("lr", 1e-3, "probe Adam learning rate")
+	l2 := fs.Float64("l2", 0, "ridge penalty l2/2·‖w‖² of the probes (0: none)")
 	batch := fs.Int("batch", 64, "probe minibatch")
 	minStd := fs.Float64("pixel-min-std", 0.05, "floor of the per-pixel std that standardises the pixel probe's input "+
 		"(pixel values in [-1,1]); keeps near-constant border pixels from dominating on reconstructions")
@@ -148,11 +150,11 @@ and the pixel probe on its pixels.`)
 		return fmt.Errorf("%w: the training images have %d classes, the test images %d", errUsage,
 			len(train.ClassNames), len(test.ClassNames))
 	}
-	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed}
+	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, L2: *l2}
 	rep := probeReport{Model: desc, ModelID: m.ID, Train: dirName(*trainDir), Test: dirName(*testDir),
 		NTrain: train.N, NTest: test.N, Classes: train.ClassNames,
 		Probe:    "one-vs-rest logistic regression (BCE, Adam) on standardised features; accuracy of p>0.5 per class, argmax over classes for the 10-class accuracy",
-		Settings: probeSettings{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, PixelMinStd: *minStd}}
+		Settings: probeSettings{Epochs: *epochs, LR: *lr, L2: *l2, Batch: *batch, Seed: *seed, PixelMinStd: *minStd}}
 
 	ztr, err := encodeSem(ctx, m, train, *encBatch, "encoding training images")
 	if err != nil {
@@ -296,7 +298,7 @@ func printProbe(w io.Writer, r *probeReport) {
 	fmt.Fprintf(w, "Linear probe of %s\n", r.Model)
 	fmt.Fprintf(w, "trained on the first %d images of %s (train), tested on the first %d of %s (test)\n", r.NTrain,
 		r.Train, r.NTest, r.Test)
-	fmt.Fprintf(w, "%s; %d epochs, lr %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.Batch)
+	fmt.Fprintf(w, "%s; %d epochs, lr %g, l2 %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.L2, r.Settings.Batch)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "class\tz_sem AUROC\tz_sem acc\tpixels AUROC\tpixels acc\t")
 	for i, c := range r.ZSem.PerClass {
