@@ -305,7 +305,7 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	stored, err := r.st.AddClassifierVersion(ctx, store.ClassifierVersion{
 		Classifier: store.Classifier{ModelID: set.ModelID, Attribute: set.Attribute, Weights: c.W, Bias: c.B,
 			Metrics: mb, Promoted: promote},
-		Mean: c.Mean, Std: c.Std, TrainedOn: set.Fingerprint,
+		Mean: c.Mean, Std: c.Std, Pattern: c.Pattern, TrainedOn: set.Fingerprint,
 	})
 	if err != nil {
 		return res, err

@@ -120,6 +120,9 @@ func TestTrainAndScore(t *testing.T) {
 				promoted++
 			}
 		}
+		if len(hist[0].Pattern) != len(hist[0].Weights) {
+			t.Errorf("%s v2: pattern of %d values for %d weights", res.Attribute, len(hist[0].Pattern), len(hist[0].Weights))
+		}
 		if len(hist) != 2 || promoted != 1 || hist[0].Promoted != res.Promoted {
 			t.Errorf("%s: history %d versions, %d promoted (v2 promoted %v, result says %v)", res.Attribute, len(hist), promoted,
 				hist[0].Promoted, res.Promoted)

@@ -233,6 +233,7 @@ SELECT l.id, l.image_hash, l.z_sem, false FROM latents l JOIN ids USING (id) ORD
 type ClassifierVersion struct {
 	Classifier
 	Mean, Std []float32 // per-dimension z_sem normalisation; nil when not recorded
+	Pattern   []float32 // the direction manipulation moves along (diffae.Classifier.Pattern); nil when not recorded
 	TrainedOn string    // LabelSet.Fingerprint of the training data
 }
 
@@ -260,10 +261,10 @@ func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (
 			}
 		}
 		return tx.QueryRow(ctx, `
-INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted, z_mean, z_std, trained_on)
-SELECT $1, $2, $3, COALESCE(max(version), 0) + 1, $4, $5, $6, $7, $8, $9, $10 FROM classifiers WHERE model_id = $1 AND attribute = $3
+INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted, z_mean, z_std, trained_on, pattern)
+SELECT $1, $2, $3, COALESCE(max(version), 0) + 1, $4, $5, $6, $7, $8, $9, $10, $11 FROM classifiers WHERE model_id = $1 AND attribute = $3
 RETURNING id, version, trained_at`, c.ModelID, len(c.Weights), c.Attribute, c.Weights, c.Bias, c.Metrics, c.Promoted,
-			c.Mean, c.Std, c.TrainedOn).Scan(&c.ID, &c.Version, &c.TrainedAt)
+			c.Mean, c.Std, c.TrainedOn, c.Pattern).Scan(&c.ID, &c.Version, &c.TrainedAt)
 	})
 	if err != nil {
 		return c, fmt.Errorf("store: add classifier (model %s, attribute %s): %w", c.ModelID, c.Attribute, err)
@@ -271,12 +272,12 @@ RETURNING id, version, trained_at`, c.ModelID, len(c.Weights), c.Attribute, c.We
 	return c, nil
 }
 
-const classifierColumns = `id, model_id, attribute, version, weights, bias, metrics, promoted, trained_at, z_mean, z_std, trained_on`
+const classifierColumns = `id, model_id, attribute, version, weights, bias, metrics, promoted, trained_at, z_mean, z_std, trained_on, pattern`
 
 func scanClassifier(r pgx.Row) (ClassifierVersion, error) {
 	var c ClassifierVersion
 	err := r.Scan(&c.ID, &c.ModelID, &c.Attribute, &c.Version, &c.Weights, &c.Bias, &c.Metrics, &c.Promoted, &c.TrainedAt,
-		&c.Mean, &c.Std, &c.TrainedOn)
+		&c.Mean, &c.Std, &c.TrainedOn, &c.Pattern)
 	return c, err
 }
 

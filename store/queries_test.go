@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"dae/schema"
@@ -49,6 +50,23 @@ func TestJobsClassifiersAndQueries(t *testing.T) {
 	}
 	if p, err := s.PromotedClassifier(ctx, "fm32", "sneaker"); err != nil || p.ID != cur.ID {
 		t.Errorf("PromotedClassifier = %+v, %v; want id %d", p, err, cur.ID)
+	}
+	// A version with its normalisation and pattern keeps both; a pattern of the wrong size is refused.
+	one := []float32{1, 1, 1}
+	withPattern := ClassifierVersion{Classifier: Classifier{ModelID: "fm32", Attribute: "bag", Weights: []float32{0, 0, 1}},
+		Mean: []float32{0, 0, 0}, Std: one, Pattern: []float32{0.6, 0, 0.8}, TrainedOn: "f"}
+	if _, err := s.AddClassifierVersion(ctx, withPattern); err != nil {
+		t.Fatal(err)
+	}
+	if h, err := s.ClassifierHistory(ctx, "fm32", "bag"); err != nil || len(h) != 1 || !slices.Equal(h[0].Pattern, withPattern.Pattern) {
+		t.Errorf("ClassifierHistory = %+v, %v; want one version with pattern %v", h, err, withPattern.Pattern)
+	}
+	withPattern.Pattern = []float32{1, 0}
+	if _, err := s.AddClassifierVersion(ctx, withPattern); err == nil {
+		t.Error("a pattern of 2 values was accepted for z_dim 3")
+	}
+	if h, _ := s.ClassifierHistory(ctx, "fm32", "sneaker"); len(h) != 2 || h[0].Pattern != nil {
+		t.Errorf("versions stored without a pattern read back %+v, want nil patterns", h)
 	}
 	scores := []Score{
 		{ids[0], old.ID, 0.99}, {ids[1], old.ID, 0.98},

@@ -285,7 +285,8 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	}
 	// The weights are relative to the normalisation they were trained in: the one stored with them (the scheduled
 	// retraining records it) or else the model's latent statistics.
-	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std}
+	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std,
+		Pattern: row.Pattern}
 	if row.Mean != nil && row.Std != nil {
 		c.Mean, c.Std = row.Mean, row.Std
 	}
@@ -302,8 +303,9 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	return c, nil
 }
 
-// manipulate moves the normalised z_sem along the promoted classifier's direction (the reference's
-// z' = denorm(norm(z) + s·√d·w/‖w‖)) and decodes it with the stored x_T.
+// manipulate moves the normalised z_sem along the promoted classifier's direction and decodes it with the stored
+// x_T: z' = denorm(norm(z) + s·√d·u), u its pattern Σw/‖Σw‖ (as dae manipulate does by default), or, for a
+// version stored before patterns were recorded, its weight w/‖w‖ (the reference's).
 func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, steps int) (output, error) {
 	l, err := w.latent(ctx, m, hash)
 	if err != nil {
@@ -313,7 +315,11 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 	if err != nil {
 		return output{}, err
 	}
-	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale, Along: diffae.AlongWeight}, diffae.DecodeOptions{Steps: steps})
+	along := diffae.AlongPattern
+	if c.Pattern == nil {
+		along = diffae.AlongWeight
+	}
+	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale, Along: along}, diffae.DecodeOptions{Steps: steps})
 	if err != nil {
 		return output{}, fmt.Errorf("manipulate latent %d: %w", l.ID, err)
 	}

@@ -389,11 +389,19 @@ func TestOutputJobs(t *testing.T) {
 	if _, err := e.st.AddClassifier(ctx, store.Classifier{ModelID: e.model, Attribute: "bag", Weights: w, Bias: 0.1, Promoted: true}); err != nil {
 		t.Fatal(err)
 	}
+	// A version trained by the scheduled job records its pattern: manipulation moves along it.
+	pat := make([]float32, z)
+	pat[2] = 1 // w[2] = 1: the logit grows along it
+	if _, err := e.st.AddClassifierVersion(ctx, store.ClassifierVersion{Classifier: store.Classifier{ModelID: e.model,
+		Attribute: "shoe", Weights: w, Promoted: true}, Pattern: pat}); err != nil {
+		t.Fatal(err)
+	}
 	h := schema.Header{Model: e.model, Batch: batch + "-out"}
 	jobs := []schema.Job{
 		&schema.Decode{Header: h, ImageHash: hashes[0], Steps: 3, Noise: "encoded"},
 		&schema.Decode{Header: h, ImageHash: hashes[0], Steps: 3, Noise: "random", Seed: 5},
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "bag", Scale: 0.5, Steps: 3},
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Scale: 0.5, Steps: 3},
 		&schema.Interpolate{Header: h, ImageHashA: hashes[0], ImageHashB: hashes[2], Frames: 4, Steps: 3},
 		&schema.Sample{Header: h, Count: 4, Steps: 3, LatentSteps: 3, Seed: 1},
 		&schema.Sample{Header: h, Count: 2, Steps: 3, LatentSteps: 3, Seed: 2, Attribute: "bag"},
