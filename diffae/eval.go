@@ -329,3 +329,60 @@ func (p *Probe) Evaluate(x []float32, labels []int) ProbeReport {
 	r.Accuracy = metrics.Accuracy(p.Predict(x), labels)
 	return r
 }
+
+// ProbeSetting is one point of a probe's hyperparameter grid with its ten-class accuracy on the validation share.
+type ProbeSetting struct {
+	Epochs      int     `json:"epochs"`
+	L2          float64 `json:"l2"`
+	ValAccuracy float64 `json:"val_accuracy"`
+}
+
+// TuneProbe chooses the epochs and the ridge penalty of a probe by validation: it trains TrainProbe with o and
+// every pair of epochs × l2s on the training features outside a held-out share (every k-th example, k =
+// round(1/valShare)), scores the ten-class accuracy on that share, and returns o with the best pair (the fewer
+// epochs and the stronger penalty on ties) and every score. Each feature set gets its own choice, so a comparison
+// of two probes is not decided by settings that suit one of them.
+func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []string, o ProbeOptions, epochs []int,
+	l2s []float64, valShare float64) (ProbeOptions, []ProbeSetting, error) {
+	if valShare <= 0 || valShare >= 1 || len(epochs) == 0 || len(l2s) == 0 {
+		return o, nil, fmt.Errorf("probe tuning: validation share %v, %d epoch counts, %d penalties", valShare, len(epochs), len(l2s))
+	}
+	if d <= 0 || len(x)%d != 0 || len(x)/d != len(labels) {
+		return o, nil, fmt.Errorf("probe tuning: %d values, feature size %d, %d labels", len(x), d, len(labels))
+	}
+	k := max(2, int(math.Round(1/valShare)))
+	var xt, xv []float32
+	var yt, yv []int
+	for i, l := range labels {
+		if i%k == k-1 {
+			xv = append(xv, x[i*d:(i+1)*d]...)
+			yv = append(yv, l)
+		} else {
+			xt = append(xt, x[i*d:(i+1)*d]...)
+			yt = append(yt, l)
+		}
+	}
+	if len(yv) == 0 {
+		return o, nil, fmt.Errorf("probe tuning: %d examples leave none for validation", len(labels))
+	}
+	var all []ProbeSetting
+	best := -1
+	for _, ep := range epochs {
+		for _, l2 := range l2s {
+			oc := o
+			oc.Epochs, oc.L2 = ep, l2
+			p, err := TrainProbe(ctx, xt, d, yt, classes, oc)
+			if err != nil {
+				return o, nil, err
+			}
+			s := ProbeSetting{Epochs: ep, L2: l2, ValAccuracy: metrics.Accuracy(p.Predict(xv), yv)}
+			all = append(all, s)
+			if b := best; b < 0 || s.ValAccuracy > all[b].ValAccuracy ||
+				(s.ValAccuracy == all[b].ValAccuracy && (s.Epochs < all[b].Epochs || (s.Epochs == all[b].Epochs && s.L2 > all[b].L2))) {
+				best = len(all) - 1
+			}
+		}
+	}
+	o.Epochs, o.L2 = all[best].Epochs, all[best].L2
+	return o, all, nil
+}

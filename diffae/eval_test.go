@@ -122,3 +122,44 @@ func TestProbe(t *testing.T) {
 		t.Error("a label outside the classes was accepted")
 	}
 }
+
+func TestTuneProbe(t *testing.T) {
+	rng := rand.New(rand.NewPCG(8, 9))
+	const n, d, classes = 600, 8, 4
+	x := make([]float32, n*d)
+	y := make([]int, n)
+	for i := range n {
+		y[i] = rng.IntN(classes)
+		for j := range d {
+			x[i*d+j] = float32(rng.NormFloat64())
+		}
+		x[i*d+y[i]] += 1.5
+	}
+	names := []string{"a", "b", "c", "d"}
+	// One epoch at a tiny learning rate barely moves the weights; thirty do. A penalty of 10 flattens them.
+	o, scores, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{LR: 1e-3, Seed: 2}, []int{1, 30},
+		[]float64{0, 10}, 0.25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(scores) != 4 {
+		t.Fatalf("%d settings scored, want 4", len(scores))
+	}
+	best := scores[0]
+	for _, s := range scores {
+		if s.ValAccuracy > best.ValAccuracy {
+			best = s
+		}
+	}
+	if o.Epochs != best.Epochs || o.L2 != best.L2 || o.Epochs != 30 || o.L2 != 0 {
+		t.Errorf("chose %d epochs, l2 %g from %+v; want the best, 30 epochs without penalty", o.Epochs, o.L2, scores)
+	}
+	if best.ValAccuracy < 0.6 {
+		t.Errorf("best validation accuracy %.3f on separable clusters", best.ValAccuracy)
+	}
+	for _, bad := range []float64{0, 1} {
+		if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{0}, bad); err == nil {
+			t.Errorf("validation share %v was accepted", bad)
+		}
+	}
+}

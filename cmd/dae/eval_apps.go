@@ -344,7 +344,18 @@ func runEvalSample(ctx context.Context, args []string) error {
 		}
 		return h, nil
 	}
-	_, xu, _, err := sf.draw(ctx, m, nil, n, *mf.steps, *mf.batch)
+	// codeShare is the share of the probe's class k among the sampled codes themselves, before decoding: what the
+	// decoder with random x_T keeps of it shows in the re-encoded shares.
+	codeShare := func(z []float32, k int) float64 {
+		var s float64
+		for _, c := range probeClass(probe, z) {
+			if c == k {
+				s += 1 / float64(n)
+			}
+		}
+		return s
+	}
+	zu, xu, _, err := sf.draw(ctx, m, nil, n, *mf.steps, *mf.batch)
 	if err != nil {
 		return err
 	}
@@ -353,11 +364,12 @@ func runEvalSample(ctx context.Context, args []string) error {
 		return err
 	}
 	var hc []float64
+	var zc []float32
 	xs := xu
 	if cond != nil {
 		var drawn int
 		var xc []float32
-		_, xc, drawn, err = sf.draw(ctx, m, cond, n, *mf.steps, *mf.batch)
+		zc, xc, drawn, err = sf.draw(ctx, m, cond, n, *mf.steps, *mf.batch)
 		if err != nil {
 			return err
 		}
@@ -395,6 +407,8 @@ func runEvalSample(ctx context.Context, args []string) error {
 		for k, c := range probe {
 			if c.Attribute == cond.Attribute {
 				fmt.Printf("target %q: %.1f%% of conditional samples against %.1f%% unconditionally\n", c.Attribute, 100*hc[k], 100*hu[k])
+				fmt.Printf("the probe on the sampled codes themselves (before decoding): %.1f%% conditional, %.1f%% unconditional\n",
+					100*codeShare(zc, k), 100*codeShare(zu, k))
 			}
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"dae/diffae"
@@ -157,6 +158,27 @@ func TestEvalCommandsTiny(t *testing.T) {
 	if pr.NTrain != 20 || pr.NTest != 10 || len(pr.ZSem.PerClass) != 10 || len(pr.Recons) != 2 {
 		t.Errorf("probe report: n %d/%d, %d classes, %d reconstruction rows", pr.NTrain, pr.NTest,
 			len(pr.ZSem.PerClass), len(pr.Recons))
+	}
+
+	// --tune: each feature set gets its own choice from the grid, recorded with every setting's score.
+	if err := runEvalProbe(ctx, []string{"--model", out, "--train", data, "--test", data, "--tune", "--tune-epochs", "1,2",
+		"--tune-l2", "0,0.1", "--val-share", "0.25", "--images", "", "--json", js, "--threads", "1"}); err != nil {
+		t.Fatal(err)
+	}
+	pr = probeReport{}
+	if b, err := os.ReadFile(js); err != nil || json.Unmarshal(b, &pr) != nil {
+		t.Fatalf("probe JSON: %v", err)
+	}
+	for _, r := range []probeResult{pr.ZSem, pr.Pixels} {
+		if len(r.Tuning) != 4 || (r.Epochs != 1 && r.Epochs != 2) || (r.L2 != 0 && r.L2 != 0.1) {
+			t.Errorf("tuned probe: %d settings scored, chose %d epochs, l2 %g", len(r.Tuning), r.Epochs, r.L2)
+		}
+	}
+	for _, bad := range [][]string{{"--tune-epochs", "1.5"}, {"--tune-l2", "-1"}, {"--val-share", "1"}} {
+		args := append([]string{"--model", out, "--train", data, "--test", data, "--tune"}, bad...)
+		if err := runEvalProbe(ctx, args); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v, want an error naming the flag", bad, err)
+		}
 	}
 
 	png := filepath.Join(dir, "loss.png")

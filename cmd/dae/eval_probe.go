@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -55,6 +56,11 @@ type probeResult struct {
 	MeanBinary   jfloat       `json:"mean_binary_accuracy"`
 	PerClass     []classScore `json:"per_class"`
 	TrainSeconds jfloat       `json:"train_seconds"`
+	// Epochs and L2 are the settings this probe was trained with; Tuning, with --tune, the validation accuracy of
+	// every setting tried.
+	Epochs int                   `json:"epochs"`
+	L2     float64               `json:"l2"`
+	Tuning []diffae.ProbeSetting `json:"tuning,omitempty"`
 }
 
 type classScore struct {
@@ -89,6 +95,11 @@ func runEvalProbe(ctx context.Context, args []string) error {
 	epochs := fs.Int("epochs", 20, "probe training epochs")
 	lr := fs.Float64("lr", 1e-3, "probe Adam learning rate")
 	l2 := fs.Float64("l2", 0, "ridge penalty l2/2·‖w‖² of the probes (0: none)")
+	tune := fs.Bool("tune", false, "choose epochs and l2 for each feature set by its accuracy on a validation share of the training images "+
+		"(from --tune-epochs × --tune-l2), then train on all of them")
+	tuneEpochs := fs.String("tune-epochs", "20,60,200", "epoch counts tried by --tune")
+	tuneL2 := fs.String("tune-l2", "0,0.001,0.01", "ridge penalties tried by --tune")
+	valShare := fs.Float64("val-share", 0.2, "share of the training images --tune validates on")
 	batch := fs.Int("batch", 64, "probe minibatch")
 	minStd := fs.Float64("pixel-min-std", 0.05, "floor of the per-pixel std that standardises the pixel probe's input "+
 		"(pixel values in [-1,1]); keeps near-constant border pixels from dominating on reconstructions")
@@ -115,6 +126,13 @@ and the pixel probe on its pixels.`)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	var tg *probeGrid
+	if *tune {
+		var err error
+		if tg, err = parseProbeGrid(*tuneEpochs, *tuneL2, *valShare); err != nil {
+			return err
+		}
 	}
 	if *model == "" {
 		return fmt.Errorf("%w: --model is required", errUsage)
@@ -165,13 +183,13 @@ and the pixel probe on its pixels.`)
 		return err
 	}
 	e := m.Cfg.ZDim()
-	zProbe, zRes, err := trainAndTest(ctx, "z_sem", ztr, zte, e, train, test, po)
+	zProbe, zRes, err := trainAndTest(ctx, "z_sem", ztr, zte, e, train, test, po, tg)
 	if err != nil {
 		return err
 	}
 	pxo := po
 	pxo.MinStd = *minStd
-	pxProbe, pxRes, err := trainAndTest(ctx, "pixels", train.Data, test.Data, train.Size(), train, test, pxo)
+	pxProbe, pxRes, err := trainAndTest(ctx, "pixels", train.Data, test.Data, train.Size(), train, test, pxo, tg)
 	if err != nil {
 		return err
 	}
@@ -266,18 +284,60 @@ func encodeSem(ctx context.Context, m *diffae.Model, imgs *dataset.Images, batch
 	return z, err
 }
 
+// probeGrid is what --tune tries.
+type probeGrid struct {
+	epochs   []int
+	l2       []float64
+	valShare float64
+}
+
+func parseProbeGrid(epochs, l2 string, valShare float64) (*probeGrid, error) {
+	g := &probeGrid{valShare: valShare}
+	es, err := parseFloats(epochs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --tune-epochs: %v", errUsage, err)
+	}
+	for _, e := range es {
+		if e < 1 || e != math.Trunc(e) {
+			return nil, fmt.Errorf("%w: --tune-epochs: %v is not a whole number of epochs", errUsage, e)
+		}
+		g.epochs = append(g.epochs, int(e))
+	}
+	if g.l2, err = parseFloats(l2); err != nil {
+		return nil, fmt.Errorf("%w: --tune-l2: %v", errUsage, err)
+	}
+	for _, v := range g.l2 {
+		if v < 0 {
+			return nil, fmt.Errorf("%w: --tune-l2: %v is negative", errUsage, v)
+		}
+	}
+	if valShare <= 0 || valShare >= 1 {
+		return nil, fmt.Errorf("%w: --val-share %v: want a share in (0, 1)", errUsage, valShare)
+	}
+	return g, nil
+}
+
 func trainAndTest(ctx context.Context, name string, xtr, xte []float32, d int, train, test *dataset.Images,
-	o diffae.ProbeOptions) (*diffae.Probe, probeResult, error) {
-	fmt.Fprintf(os.Stderr, "training the %s probe (%d classes, %d examples of %d features)…\n", name,
-		len(train.ClassNames), train.N, d)
+	o diffae.ProbeOptions, g *probeGrid) (*diffae.Probe, probeResult, error) {
 	start := time.Now()
+	var tuning []diffae.ProbeSetting
+	if g != nil {
+		fmt.Fprintf(os.Stderr, "tuning the %s probe: %d settings on a %.0f%% validation share…\n", name,
+			len(g.epochs)*len(g.l2), 100*g.valShare)
+		var err error
+		if o, tuning, err = diffae.TuneProbe(ctx, xtr, d, train.Labels, train.ClassNames, o, g.epochs, g.l2, g.valShare); err != nil {
+			return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "training the %s probe (%d classes, %d examples of %d features, %d epochs, l2 %g)…\n", name,
+		len(train.ClassNames), train.N, d, o.Epochs, o.L2)
 	p, err := diffae.TrainProbe(ctx, xtr, d, train.Labels, train.ClassNames, o)
 	if err != nil {
 		return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
 	}
 	r := p.Evaluate(xte, test.Labels)
 	out := probeResult{Accuracy: jfloat(r.Accuracy), MeanAUROC: jfloat(r.MeanAUROC), MeanBinary: jfloat(r.MeanAccuracy),
-		TrainSeconds: jfloat(time.Since(start).Seconds())}
+		TrainSeconds: jfloat(time.Since(start).Seconds()), Epochs: o.Epochs, L2: o.L2, Tuning: tuning}
 	for _, c := range r.PerClass {
 		out.PerClass = append(out.PerClass, classScore{Class: c.Class, AUROC: jfloat(c.AUROC), Accuracy: jfloat(c.Accuracy)})
 	}
@@ -298,7 +358,12 @@ func printProbe(w io.Writer, r *probeReport) {
 	fmt.Fprintf(w, "Linear probe of %s\n", r.Model)
 	fmt.Fprintf(w, "trained on the first %d images of %s (train), tested on the first %d of %s (test)\n", r.NTrain,
 		r.Train, r.NTest, r.Test)
-	fmt.Fprintf(w, "%s; %d epochs, lr %g, l2 %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.L2, r.Settings.Batch)
+	if len(r.ZSem.Tuning) > 0 {
+		fmt.Fprintf(w, "%s; epochs and l2 tuned per feature set (z_sem: %d, %g; pixels: %d, %g), lr %g, batch %d\n\n", r.Probe,
+			r.ZSem.Epochs, r.ZSem.L2, r.Pixels.Epochs, r.Pixels.L2, r.Settings.LR, r.Settings.Batch)
+	} else {
+		fmt.Fprintf(w, "%s; %d epochs, lr %g, l2 %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.L2, r.Settings.Batch)
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "class\tz_sem AUROC\tz_sem acc\tpixels AUROC\tpixels acc\t")
 	for i, c := range r.ZSem.PerClass {
@@ -314,6 +379,19 @@ func printProbe(w io.Writer, r *probeReport) {
 	}
 	fmt.Fprintf(w, "\n%d-class accuracy (argmax of the probes): z_sem %.4f, pixels %.4f — %s\n", len(r.Classes),
 		r.ZSem.Accuracy, r.Pixels.Accuracy, verdict)
+	for _, pr := range []struct {
+		name string
+		r    *probeResult
+	}{{"z_sem", &r.ZSem}, {"pixels", &r.Pixels}} {
+		if len(pr.r.Tuning) == 0 {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s probe tuned on a validation share of the training images: %d epochs, l2 %g chosen; validation accuracy of each setting:\n",
+			pr.name, pr.r.Epochs, pr.r.L2)
+		for _, s := range pr.r.Tuning {
+			fmt.Fprintf(w, "  %4d epochs, l2 %-6g %.4f\n", s.Epochs, s.L2, s.ValAccuracy)
+		}
+	}
 	for _, rc := range r.Recons {
 		fmt.Fprintf(w, "\nreconstructions with %s (T=%d) of the first %d test images:\n", rc.Kind, rc.T, rc.N)
 		fmt.Fprintf(w, "  z_sem probe on the re-encoded reconstructions: accuracy %.4f (originals %.4f); same class as the original's code %.4f\n",
