@@ -51,6 +51,8 @@ type TrainConfig struct {
 	MaxUnlabelled int     `json:"max_unlabelled,omitempty"` // PU training: size of the unlabelled sample
 	StatsSample   int     `json:"stats_sample,omitempty"`   // latents sampled for the z_sem mean and std
 	Seed          uint64  `json:"seed,omitempty"`
+	// L2 is the classifiers' ridge penalty: 0 takes diffae.DefaultClassifierL2 (0.01), a negative value means none.
+	L2 float64 `json:"l2,omitempty"`
 }
 
 // ScoreConfig controls scoring.

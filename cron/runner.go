@@ -261,13 +261,13 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	}
 	epochs := max(t.Epochs, (t.MinSteps+perEpoch-1)/perEpoch)
 	c, err := diffae.TrainClassifier(set.Attribute, flatten(train, d), d, labelsOf(train),
-		diffae.ClassifierOptions{Epochs: epochs, LR: t.LR, Batch: t.Batch, PU: pu, Seed: t.Seed}, mean, std)
+		diffae.ClassifierOptions{Epochs: epochs, LR: t.LR, Batch: t.Batch, L2: t.L2, PU: pu, Seed: t.Seed}, mean, std)
 	if err != nil {
 		return res, fmt.Errorf("train %s/%s: %w", set.ModelID, set.Attribute, err)
 	}
 	c.ModelID = set.ModelID
 	metrics := map[string]any{"mode": res.Mode, "positives": set.Positives, "negatives": set.Negatives,
-		"n_train": len(train), "n_holdout": len(held), "epochs": epochs}
+		"n_train": len(train), "n_holdout": len(held), "epochs": epochs, "l2": c.Metrics["l2"]}
 	auroc, acc := math.NaN(), math.NaN()
 	if len(held) > 0 {
 		auroc, acc = c.Evaluate(flatten(held, d), labelsOf(held))

@@ -2,9 +2,11 @@ package cron
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"testing"
 
+	"dae/diffae"
 	"dae/diffae/metrics"
 	"dae/store/storetest"
 )
@@ -119,6 +121,12 @@ func TestTrainAndScore(t *testing.T) {
 			if h.Promoted {
 				promoted++
 			}
+		}
+		var met struct {
+			L2 float64 `json:"l2"`
+		}
+		if json.Unmarshal(hist[0].Metrics, &met) != nil || met.L2 != diffae.DefaultClassifierL2 {
+			t.Errorf("%s v2: metrics %s do not record the default ridge penalty", res.Attribute, hist[0].Metrics)
 		}
 		if len(hist[0].Pattern) != len(hist[0].Weights) {
 			t.Errorf("%s v2: pattern of %d values for %d weights", res.Attribute, len(hist[0].Pattern), len(hist[0].Weights))

@@ -43,7 +43,7 @@ func (c *Classifier) Direction(a Along) ([]float32, error) {
 		return unit(c.W), nil
 	case AlongPattern:
 		if len(c.Pattern) != len(c.W) {
-			return nil, fmt.Errorf("classifier %q has no pattern direction (saved before it was recorded): retrain it, or move along %q",
+			return nil, fmt.Errorf("classifier %q has no pattern direction (saved before patterns were recorded, or its training codes do not vary along w): retrain it, or move along %q",
 				c.Attribute, AlongWeight)
 		}
 		return unit(c.Pattern), nil

@@ -58,6 +58,18 @@ func TestShift(t *testing.T) {
 			t.Errorf("%s: normalised move %v along u (want %v), %v across", a, along, 0.5*math.Sqrt(d), orth)
 		}
 	}
+	// A pattern that lowers the logit (or does not move it) cannot come from this w.
+	bad := *c
+	bad.Pattern = make([]float32, d)
+	for j, v := range c.Pattern {
+		bad.Pattern[j] = -v
+	}
+	if err := bad.Validate(); err == nil {
+		t.Error("a reversed pattern passed Validate")
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("a trained classifier fails Validate: %v", err)
+	}
 	old := *c
 	old.Pattern = nil // a classifier saved before patterns were recorded
 	if _, err := old.Shift(z[:d], 1, AlongPattern); err == nil {

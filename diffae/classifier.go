@@ -220,6 +220,7 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 	c.B = float32(w[d])
 	c.Pattern = pattern(zn, d, append(trPos[:len(trPos):len(trPos)], trNeg...), w[:d])
 	c.Metrics["n_train"] = float64(len(trPos) + len(trNeg))
+	c.Metrics["l2"] = o.L2
 	c.Metrics["n_train_positive"] = float64(len(trPos))
 	c.Metrics["n_holdout"] = float64(len(held))
 	// The median logit of the training positives is the paper's target for Eq. 11 manipulation; keeping it here
@@ -375,10 +376,16 @@ func (c *Classifier) Validate() error {
 		if len(c.Pattern) != d {
 			return fmt.Errorf("classifier %q: pattern has %d values for codes of %d", c.Attribute, len(c.Pattern), d)
 		}
+		var wp float64
 		for j, v := range c.Pattern {
 			if !finite(v) {
 				return fmt.Errorf("classifier %q: bad pattern value at dimension %d", c.Attribute, j)
 			}
+			wp += float64(v) * float64(c.W[j])
+		}
+		// Σw·w = wᵀΣw > 0 for any w ≠ 0: a pattern that does not raise the logit was not computed from this w.
+		if wp <= 0 {
+			return fmt.Errorf("classifier %q: the pattern does not raise the logit (w·pattern = %g)", c.Attribute, wp)
 		}
 	}
 	return nil

@@ -338,23 +338,36 @@ type ProbeSetting struct {
 }
 
 // TuneProbe chooses the epochs and the ridge penalty of a probe by validation: it trains TrainProbe with o and
-// every pair of epochs × l2s on the training features outside a held-out share (every k-th example, k =
-// round(1/valShare)), scores the ten-class accuracy on that share, and returns o with the best pair (the fewer
-// epochs and the stronger penalty on ties) and every score. Each feature set gets its own choice, so a comparison
+// every pair of epochs × l2s on the training features outside a held-out share (example i where
+// ⌊(i+1)·valShare⌋ > ⌊i·valShare⌋), scores the ten-class accuracy on that share, and returns o with the best pair
+// (the fewer epochs and the stronger penalty on ties) and every score. Each feature set gets its own choice, so a comparison
 // of two probes is not decided by settings that suit one of them.
 func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []string, o ProbeOptions, epochs []int,
 	l2s []float64, valShare float64) (ProbeOptions, []ProbeSetting, error) {
-	if valShare <= 0 || valShare >= 1 || len(epochs) == 0 || len(l2s) == 0 {
-		return o, nil, fmt.Errorf("probe tuning: validation share %v, %d epoch counts, %d penalties", valShare, len(epochs), len(l2s))
+	switch {
+	case !(valShare > 0 && valShare < 1):
+		return o, nil, fmt.Errorf("probe tuning: validation share %v not in (0, 1)", valShare)
+	case len(epochs) == 0 || len(l2s) == 0:
+		return o, nil, fmt.Errorf("probe tuning: an empty grid (%d epoch counts, %d penalties)", len(epochs), len(l2s))
+	}
+	for _, e := range epochs {
+		if e < 1 {
+			return o, nil, fmt.Errorf("probe tuning: epoch count %d is not positive", e)
+		}
+	}
+	for _, l := range l2s {
+		if !(l >= 0) || math.IsInf(l, 0) {
+			return o, nil, fmt.Errorf("probe tuning: penalty %v is not a finite number ≥ 0", l)
+		}
 	}
 	if d <= 0 || len(x)%d != 0 || len(x)/d != len(labels) {
 		return o, nil, fmt.Errorf("probe tuning: %d values, feature size %d, %d labels", len(x), d, len(labels))
 	}
-	k := max(2, int(math.Round(1/valShare)))
+	// Example i is held out when ⌊(i+1)·share⌋ > ⌊i·share⌋: evenly spread, and exactly the share of any prefix.
 	var xt, xv []float32
 	var yt, yv []int
 	for i, l := range labels {
-		if i%k == k-1 {
+		if math.Floor(float64(i+1)*valShare) > math.Floor(float64(i)*valShare) {
 			xv = append(xv, x[i*d:(i+1)*d]...)
 			yv = append(yv, l)
 		} else {

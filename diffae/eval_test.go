@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -157,9 +158,34 @@ func TestTuneProbe(t *testing.T) {
 	if best.ValAccuracy < 0.6 {
 		t.Errorf("best validation accuracy %.3f on separable clusters", best.ValAccuracy)
 	}
-	for _, bad := range []float64{0, 1} {
+	for _, bad := range []float64{0, 1, math.NaN()} {
 		if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{0}, bad); err == nil {
 			t.Errorf("validation share %v was accepted", bad)
 		}
+	}
+	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{0}, []float64{0}, 0.25); err == nil ||
+		!strings.Contains(err.Error(), "epoch count 0") {
+		t.Errorf("0 epochs: %v, want an error naming it", err)
+	}
+	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{-1}, 0.25); err == nil ||
+		!strings.Contains(err.Error(), "penalty -1") {
+		t.Errorf("penalty -1: %v, want an error naming it", err)
+	}
+	// Far-apart clusters: every setting scores 100%, and the tie goes to the fewest epochs, strongest penalty.
+	for i := range n {
+		x[i*d+y[i]] += 20
+	}
+	o, scores, err = TuneProbe(context.Background(), x, d, y, names, ProbeOptions{LR: 1e-2, Seed: 2}, []int{30, 10},
+		[]float64{0, 0.01}, 0.3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range scores {
+		if s.ValAccuracy != 1 {
+			t.Fatalf("setting %+v below 100%% on far-apart clusters", s)
+		}
+	}
+	if o.Epochs != 10 || o.L2 != 0.01 {
+		t.Errorf("tie went to %d epochs, l2 %g; want 10 epochs, l2 0.01", o.Epochs, o.L2)
 	}
 }

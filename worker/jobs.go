@@ -293,6 +293,9 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	if err := c.CheckModel(m); err != nil {
 		return nil, permanent(fmt.Errorf("classifier %d: %w", row.ID, err))
 	}
+	if err := c.Validate(); err != nil {
+		return nil, permanent(fmt.Errorf("classifier %d: %w", row.ID, err))
+	}
 	var norm float64
 	for _, v := range c.W {
 		norm += float64(v) * float64(v)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -214,6 +215,16 @@ func (e *env) registerTiny(tb testing.TB, id string) string {
 	tb.Helper()
 	cfg := tinyConfig(tb)
 	m := diffae.New(tensor.NewCPU(1), cfg, 7)
+	// The reference zero-initialises each block's last convolution and the output convolution, so a fresh model
+	// predicts ε = 0 whatever z_sem is; small weights there make z_sem (and so manipulation) change the images.
+	rng := mrand.New(mrand.NewPCG(7, 8))
+	for _, p := range m.Params().List {
+		if allZero(p.W.Data) {
+			for i := range p.W.Data {
+				p.W.Data[i] = float32(0.05 * rng.NormFloat64())
+			}
+		}
+	}
 	st := &diffae.LatentStats{Mean: make([]float32, cfg.ZDim()), Std: make([]float32, cfg.ZDim())}
 	for i := range st.Std {
 		st.Std[i] = 1
@@ -320,4 +331,13 @@ func (e *env) streamMsgs(tb testing.TB) uint64 {
 		tb.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+func allZero(v []float32) bool {
+	for _, x := range v {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
 }

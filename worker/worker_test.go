@@ -421,6 +421,7 @@ func TestOutputJobs(t *testing.T) {
 		fails, _ := e.st.Failures(ctx, h.Batch, 10)
 		t.Fatalf("output jobs: %v; want %d done, %d failed; failures %+v", s.Counts, len(jobs), len(failing), fails)
 	}
+	edits := map[string][]byte{}
 	for _, j := range jobs {
 		key, _ := schema.OutputKey(j.JobKind(), j.DedupKey(), "png")
 		if got := e.query(t, `SELECT count(*) FROM outputs o JOIN jobs j ON j.id = o.job_id
@@ -431,6 +432,9 @@ func TestOutputJobs(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s: %v", j.DedupKey(), err)
 			continue
+		}
+		if mj, ok := j.(*schema.Manipulate); ok {
+			edits[mj.Attribute] = data
 		}
 		img, err := png.Decode(bytes.NewReader(data))
 		if err != nil {
@@ -445,6 +449,10 @@ func TestOutputJobs(t *testing.T) {
 		if j.JobKind() != schema.KindSample && img.Bounds().Dx() != want {
 			t.Errorf("%s: output %v wide, want %d", j.DedupKey(), img.Bounds(), want)
 		}
+	}
+	// "bag" and "shoe" share their weights; only the shoe version has a pattern, so only its edit moves along it.
+	if len(edits) != 2 || bytes.Equal(edits["bag"], edits["shoe"]) {
+		t.Errorf("the edits along the weight and along the pattern are the same image (%d edits)", len(edits))
 	}
 	fails, err := e.st.Failures(ctx, h.Batch, 10)
 	if err != nil {

@@ -292,8 +292,8 @@ func runClassify(ctx context.Context, args []string) error {
 	if m.Stats != nil {
 		mean, std = m.Stats.Mean, m.Stats.Std
 	}
-	if *l2 < 0 {
-		return fmt.Errorf("%w: --l2 %v: want ≥ 0", errUsage, *l2)
+	if *l2 < 0 || math.IsNaN(*l2) || math.IsInf(*l2, 0) {
+		return fmt.Errorf("%w: --l2 %v: want a finite number ≥ 0", errUsage, *l2)
 	}
 	o := diffae.ClassifierOptions{Epochs: *epochs, LR: *lr, L2: *l2, PU: *mode == "pu", Seed: *seed, HoldOut: *holdout}
 	if *l2 == 0 {

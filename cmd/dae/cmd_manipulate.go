@@ -79,13 +79,13 @@ func (f testInputs) read(m *diffae.Model, files []string) ([]float32, []string, 
 	return x, names, nil
 }
 
-// parseFloats parses a comma-separated list of numbers.
+// parseFloats parses a comma-separated list of finite numbers.
 func parseFloats(s string) ([]float64, error) {
 	var out []float64
 	for f := range strings.SplitSeq(s, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not a number", f)
+		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%q is not a finite number", f)
 		}
 		out = append(out, v)
 	}
@@ -132,7 +132,7 @@ func (f editFlags) encSteps(steps int) int {
 
 func addEditFlags(fs *flag.FlagSet) editFlags {
 	f := editFlags{scale: &optFloat{}, targetLogit: &optFloat{}}
-	fs.Var(f.scale, "scale", "move by s·√d along w/‖w‖ in the normalised z space (the reference's manipulation)")
+	fs.Var(f.scale, "scale", "move by s·√d along the unit --direction in the normalised z space (with --direction weight, the reference's manipulation)")
 	fs.Var(f.targetLogit, "target-logit", "move each code so that its logit equals this (paper Eq. 11)")
 	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)")
 	f.along = fs.String("direction", string(diffae.AlongPattern), "direction to move along in the normalised z space: "+
@@ -158,7 +158,7 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		return diffae.Edit{}, fmt.Errorf("%w: --direction: %v", errUsage, err)
 	}
 	if _, err := c.Direction(along); err != nil {
-		return diffae.Edit{}, err
+		return diffae.Edit{}, fmt.Errorf("%w: --direction %s: %v (--direction weight)", errUsage, along, err)
 	}
 	switch {
 	case f.scale.set:

@@ -174,9 +174,10 @@ func TestEvalCommandsTiny(t *testing.T) {
 			t.Errorf("tuned probe: %d settings scored, chose %d epochs, l2 %g", len(r.Tuning), r.Epochs, r.L2)
 		}
 	}
-	for _, bad := range [][]string{{"--tune-epochs", "1.5"}, {"--tune-l2", "-1"}, {"--val-share", "1"}} {
-		args := append([]string{"--model", out, "--train", data, "--test", data, "--tune"}, bad...)
-		if err := runEvalProbe(ctx, args); err == nil || !strings.Contains(err.Error(), bad[0]) {
+	for _, bad := range [][]string{{"--tune", "--tune-epochs", "1.5"}, {"--tune", "--tune-l2", "-1"}, {"--tune", "--val-share", "1"},
+		{"--tune", "--tune-l2", "NaN"}, {"--val-share", "0.3"}, {"--l2", "-1"}} {
+		args := append([]string{"--model", out, "--train", data, "--test", data}, bad...)
+		if err := runEvalProbe(ctx, args); err == nil || !strings.Contains(err.Error(), bad[len(bad)-2]) {
 			t.Errorf("%v: %v, want an error naming the flag", bad, err)
 		}
 	}

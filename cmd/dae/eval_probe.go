@@ -127,6 +127,20 @@ and the pixel probe on its pixels.`)
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
+	if *l2 < 0 || math.IsNaN(*l2) || math.IsInf(*l2, 0) {
+		return fmt.Errorf("%w: --l2 %v: want a finite number ≥ 0", errUsage, *l2)
+	}
+	if !*tune {
+		var stray []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "tune-epochs" || f.Name == "tune-l2" || f.Name == "val-share" {
+				stray = append(stray, "--"+f.Name)
+			}
+		})
+		if len(stray) > 0 {
+			return fmt.Errorf("%w: %s only apply with --tune", errUsage, strings.Join(stray, ", "))
+		}
+	}
 	var tg *probeGrid
 	if *tune {
 		var err error
