@@ -334,16 +334,20 @@ func (p *Probe) Evaluate(x []float32, labels []int) ProbeReport {
 type ProbeSetting struct {
 	Epochs      int     `json:"epochs"`
 	L2          float64 `json:"l2"`
+	LR          float64 `json:"lr"`
 	ValAccuracy float64 `json:"val_accuracy"`
 }
 
-// TuneProbe chooses the epochs and the ridge penalty of a probe by validation: it trains TrainProbe with o and
-// every pair of epochs × l2s on the training features outside a held-out share (example i where
+// TuneProbe chooses the epochs, the ridge penalty and the learning rate of a probe by validation: it trains
+// TrainProbe with o and every setting of epochs × l2s × lrs (lrs empty: o's) on the training features outside a held-out share (example i where
 // ⌊(i+1)·valShare⌋ > ⌊i·valShare⌋), scores the ten-class accuracy on that share, and returns o with the best pair
-// (the fewer epochs and the stronger penalty on ties) and every score. Each feature set gets its own choice, so a comparison
+// (on ties the fewer epochs, the stronger penalty, the smaller rate) and every score. Each feature set gets its own choice, so a comparison
 // of two probes is not decided by settings that suit one of them.
 func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []string, o ProbeOptions, epochs []int,
-	l2s []float64, valShare float64) (ProbeOptions, []ProbeSetting, error) {
+	l2s, lrs []float64, valShare float64) (ProbeOptions, []ProbeSetting, error) {
+	if len(lrs) == 0 {
+		lrs = []float64{o.LR}
+	}
 	switch {
 	case !(valShare > 0 && valShare < 1):
 		return o, nil, fmt.Errorf("probe tuning: validation share %v not in (0, 1)", valShare)
@@ -358,6 +362,11 @@ func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []
 	for _, l := range l2s {
 		if !(l >= 0) || math.IsInf(l, 0) {
 			return o, nil, fmt.Errorf("probe tuning: penalty %v is not a finite number ≥ 0", l)
+		}
+	}
+	for _, l := range lrs {
+		if !(l > 0) || math.IsInf(l, 0) {
+			return o, nil, fmt.Errorf("probe tuning: learning rate %v is not a finite number > 0", l)
 		}
 	}
 	if d <= 0 || len(x)%d != 0 || len(x)/d != len(labels) {
@@ -382,20 +391,33 @@ func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []
 	best := -1
 	for _, ep := range epochs {
 		for _, l2 := range l2s {
-			oc := o
-			oc.Epochs, oc.L2 = ep, l2
-			p, err := TrainProbe(ctx, xt, d, yt, classes, oc)
-			if err != nil {
-				return o, nil, err
-			}
-			s := ProbeSetting{Epochs: ep, L2: l2, ValAccuracy: metrics.Accuracy(p.Predict(xv), yv)}
-			all = append(all, s)
-			if b := best; b < 0 || s.ValAccuracy > all[b].ValAccuracy ||
-				(s.ValAccuracy == all[b].ValAccuracy && (s.Epochs < all[b].Epochs || (s.Epochs == all[b].Epochs && s.L2 > all[b].L2))) {
-				best = len(all) - 1
+			for _, lr := range lrs {
+				oc := o
+				oc.Epochs, oc.L2, oc.LR = ep, l2, lr
+				p, err := TrainProbe(ctx, xt, d, yt, classes, oc)
+				if err != nil {
+					return o, nil, err
+				}
+				s := ProbeSetting{Epochs: ep, L2: l2, LR: lr, ValAccuracy: metrics.Accuracy(p.Predict(xv), yv)}
+				all = append(all, s)
+				if b := best; b < 0 || s.ValAccuracy > all[b].ValAccuracy ||
+					(s.ValAccuracy == all[b].ValAccuracy && better(s, all[b])) {
+					best = len(all) - 1
+				}
 			}
 		}
 	}
-	o.Epochs, o.L2 = all[best].Epochs, all[best].L2
+	o.Epochs, o.L2, o.LR = all[best].Epochs, all[best].L2, all[best].LR
 	return o, all, nil
+}
+
+// better breaks a tie of validation accuracy: the fewer epochs, then the stronger penalty, then the smaller rate.
+func better(a, b ProbeSetting) bool {
+	if a.Epochs != b.Epochs {
+		return a.Epochs < b.Epochs
+	}
+	if a.L2 != b.L2 {
+		return a.L2 > b.L2
+	}
+	return a.LR < b.LR
 }

@@ -139,7 +139,7 @@ func TestTuneProbe(t *testing.T) {
 	names := []string{"a", "b", "c", "d"}
 	// One epoch at a tiny learning rate barely moves the weights; thirty do. A penalty of 10 flattens them.
 	o, scores, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{LR: 1e-3, Seed: 2}, []int{1, 30},
-		[]float64{0, 10}, 0.25)
+		[]float64{0, 10}, nil, 0.25)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,15 +159,15 @@ func TestTuneProbe(t *testing.T) {
 		t.Errorf("best validation accuracy %.3f on separable clusters", best.ValAccuracy)
 	}
 	for _, bad := range []float64{0, 1, math.NaN()} {
-		if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{0}, bad); err == nil {
+		if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{0}, nil, bad); err == nil {
 			t.Errorf("validation share %v was accepted", bad)
 		}
 	}
-	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{0}, []float64{0}, 0.25); err == nil ||
+	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{0}, []float64{0}, nil, 0.25); err == nil ||
 		!strings.Contains(err.Error(), "epoch count 0") {
 		t.Errorf("0 epochs: %v, want an error naming it", err)
 	}
-	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{-1}, 0.25); err == nil ||
+	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{-1}, nil, 0.25); err == nil ||
 		!strings.Contains(err.Error(), "penalty -1") {
 		t.Errorf("penalty -1: %v, want an error naming it", err)
 	}
@@ -176,7 +176,7 @@ func TestTuneProbe(t *testing.T) {
 		x[i*d+y[i]] += 20
 	}
 	o, scores, err = TuneProbe(context.Background(), x, d, y, names, ProbeOptions{LR: 1e-2, Seed: 2}, []int{30, 10},
-		[]float64{0, 0.01}, 0.3)
+		[]float64{0, 0.01}, []float64{0.02, 0.01}, 0.3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,11 @@ func TestTuneProbe(t *testing.T) {
 			t.Fatalf("setting %+v below 100%% on far-apart clusters", s)
 		}
 	}
-	if o.Epochs != 10 || o.L2 != 0.01 {
-		t.Errorf("tie went to %d epochs, l2 %g; want 10 epochs, l2 0.01", o.Epochs, o.L2)
+	if o.Epochs != 10 || o.L2 != 0.01 || o.LR != 0.01 {
+		t.Errorf("tie went to %d epochs, l2 %g, lr %g; want 10 epochs, l2 0.01, lr 0.01", o.Epochs, o.L2, o.LR)
+	}
+	if _, _, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{}, []int{1}, []float64{0}, []float64{0}, 0.25); err == nil ||
+		!strings.Contains(err.Error(), "learning rate 0") {
+		t.Errorf("learning rate 0: %v, want an error naming it", err)
 	}
 }

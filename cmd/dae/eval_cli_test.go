@@ -162,7 +162,7 @@ func TestEvalCommandsTiny(t *testing.T) {
 
 	// --tune: each feature set gets its own choice from the grid, recorded with every setting's score.
 	if err := runEvalProbe(ctx, []string{"--model", out, "--train", data, "--test", data, "--tune", "--tune-epochs", "1,2",
-		"--tune-l2", "0,0.1", "--val-share", "0.25", "--images", "", "--json", js, "--threads", "1"}); err != nil {
+		"--tune-l2", "0,0.1", "--tune-lr", "0.001", "--val-share", "0.25", "--images", "", "--json", js, "--threads", "1"}); err != nil {
 		t.Fatal(err)
 	}
 	pr = probeReport{}
@@ -175,7 +175,7 @@ func TestEvalCommandsTiny(t *testing.T) {
 		}
 	}
 	for _, bad := range [][]string{{"--tune", "--tune-epochs", "1.5"}, {"--tune", "--tune-l2", "-1"}, {"--tune", "--val-share", "1"},
-		{"--tune", "--tune-l2", "NaN"}, {"--val-share", "0.3"}, {"--l2", "-1"}} {
+		{"--tune", "--tune-l2", "NaN"}, {"--tune", "--tune-lr", "0"}, {"--val-share", "0.3"}, {"--tune-lr", "0.01"}, {"--l2", "-1"}} {
 		args := append([]string{"--model", out, "--train", data, "--test", data}, bad...)
 		if err := runEvalProbe(ctx, args); err == nil || !strings.Contains(err.Error(), bad[len(bad)-2]) {
 			t.Errorf("%v: %v, want an error naming the flag", bad, err)

@@ -60,6 +60,7 @@ type probeResult struct {
 	// every setting tried.
 	Epochs int                   `json:"epochs"`
 	L2     float64               `json:"l2"`
+	LR     float64               `json:"lr"`
 	Tuning []diffae.ProbeSetting `json:"tuning,omitempty"`
 }
 
@@ -99,6 +100,7 @@ func runEvalProbe(ctx context.Context, args []string) error {
 		"(from --tune-epochs × --tune-l2), then train on all of them")
 	tuneEpochs := fs.String("tune-epochs", "20,60,200", "epoch counts tried by --tune")
 	tuneL2 := fs.String("tune-l2", "0,0.001,0.01", "ridge penalties tried by --tune")
+	tuneLR := fs.String("tune-lr", "", "Adam learning rates tried by --tune (default: --lr only)")
 	valShare := fs.Float64("val-share", 0.2, "share of the training images --tune validates on")
 	batch := fs.Int("batch", 64, "probe minibatch")
 	minStd := fs.Float64("pixel-min-std", 0.05, "floor of the per-pixel std that standardises the pixel probe's input "+
@@ -133,7 +135,7 @@ and the pixel probe on its pixels.`)
 	if !*tune {
 		var stray []string
 		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "tune-epochs" || f.Name == "tune-l2" || f.Name == "val-share" {
+			if f.Name == "tune-epochs" || f.Name == "tune-l2" || f.Name == "tune-lr" || f.Name == "val-share" {
 				stray = append(stray, "--"+f.Name)
 			}
 		})
@@ -144,7 +146,7 @@ and the pixel probe on its pixels.`)
 	var tg *probeGrid
 	if *tune {
 		var err error
-		if tg, err = parseProbeGrid(*tuneEpochs, *tuneL2, *valShare); err != nil {
+		if tg, err = parseProbeGrid(*tuneEpochs, *tuneL2, *tuneLR, *valShare); err != nil {
 			return err
 		}
 	}
@@ -301,11 +303,11 @@ func encodeSem(ctx context.Context, m *diffae.Model, imgs *dataset.Images, batch
 // probeGrid is what --tune tries.
 type probeGrid struct {
 	epochs   []int
-	l2       []float64
+	l2, lr   []float64
 	valShare float64
 }
 
-func parseProbeGrid(epochs, l2 string, valShare float64) (*probeGrid, error) {
+func parseProbeGrid(epochs, l2, lr string, valShare float64) (*probeGrid, error) {
 	g := &probeGrid{valShare: valShare}
 	es, err := parseFloats(epochs)
 	if err != nil {
@@ -325,7 +327,17 @@ func parseProbeGrid(epochs, l2 string, valShare float64) (*probeGrid, error) {
 			return nil, fmt.Errorf("%w: --tune-l2: %v is negative", errUsage, v)
 		}
 	}
-	if valShare <= 0 || valShare >= 1 {
+	if lr != "" {
+		if g.lr, err = parseFloats(lr); err != nil {
+			return nil, fmt.Errorf("%w: --tune-lr: %v", errUsage, err)
+		}
+		for _, v := range g.lr {
+			if v <= 0 {
+				return nil, fmt.Errorf("%w: --tune-lr: %v is not positive", errUsage, v)
+			}
+		}
+	}
+	if !(valShare > 0 && valShare < 1) {
 		return nil, fmt.Errorf("%w: --val-share %v: want a share in (0, 1)", errUsage, valShare)
 	}
 	return g, nil
@@ -337,21 +349,21 @@ func trainAndTest(ctx context.Context, name string, xtr, xte []float32, d int, t
 	var tuning []diffae.ProbeSetting
 	if g != nil {
 		fmt.Fprintf(os.Stderr, "tuning the %s probe: %d settings on a %.0f%% validation share…\n", name,
-			len(g.epochs)*len(g.l2), 100*g.valShare)
+			len(g.epochs)*len(g.l2)*max(1, len(g.lr)), 100*g.valShare)
 		var err error
-		if o, tuning, err = diffae.TuneProbe(ctx, xtr, d, train.Labels, train.ClassNames, o, g.epochs, g.l2, g.valShare); err != nil {
+		if o, tuning, err = diffae.TuneProbe(ctx, xtr, d, train.Labels, train.ClassNames, o, g.epochs, g.l2, g.lr, g.valShare); err != nil {
 			return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
 		}
 	}
-	fmt.Fprintf(os.Stderr, "training the %s probe (%d classes, %d examples of %d features, %d epochs, l2 %g)…\n", name,
-		len(train.ClassNames), train.N, d, o.Epochs, o.L2)
+	fmt.Fprintf(os.Stderr, "training the %s probe (%d classes, %d examples of %d features, %d epochs, l2 %g, lr %g)…\n", name,
+		len(train.ClassNames), train.N, d, o.Epochs, o.L2, o.LR)
 	p, err := diffae.TrainProbe(ctx, xtr, d, train.Labels, train.ClassNames, o)
 	if err != nil {
 		return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
 	}
 	r := p.Evaluate(xte, test.Labels)
 	out := probeResult{Accuracy: jfloat(r.Accuracy), MeanAUROC: jfloat(r.MeanAUROC), MeanBinary: jfloat(r.MeanAccuracy),
-		TrainSeconds: jfloat(time.Since(start).Seconds()), Epochs: o.Epochs, L2: o.L2, Tuning: tuning}
+		TrainSeconds: jfloat(time.Since(start).Seconds()), Epochs: o.Epochs, L2: o.L2, LR: o.LR, Tuning: tuning}
 	for _, c := range r.PerClass {
 		out.PerClass = append(out.PerClass, classScore{Class: c.Class, AUROC: jfloat(c.AUROC), Accuracy: jfloat(c.Accuracy)})
 	}
@@ -373,8 +385,8 @@ func printProbe(w io.Writer, r *probeReport) {
 	fmt.Fprintf(w, "trained on the first %d images of %s (train), tested on the first %d of %s (test)\n", r.NTrain,
 		r.Train, r.NTest, r.Test)
 	if len(r.ZSem.Tuning) > 0 {
-		fmt.Fprintf(w, "%s; epochs and l2 tuned per feature set (z_sem: %d, %g; pixels: %d, %g), lr %g, batch %d\n\n", r.Probe,
-			r.ZSem.Epochs, r.ZSem.L2, r.Pixels.Epochs, r.Pixels.L2, r.Settings.LR, r.Settings.Batch)
+		fmt.Fprintf(w, "%s; epochs, l2 and lr tuned per feature set (z_sem: %d, %g, %g; pixels: %d, %g, %g), batch %d\n\n", r.Probe,
+			r.ZSem.Epochs, r.ZSem.L2, r.ZSem.LR, r.Pixels.Epochs, r.Pixels.L2, r.Pixels.LR, r.Settings.Batch)
 	} else {
 		fmt.Fprintf(w, "%s; %d epochs, lr %g, l2 %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.L2, r.Settings.Batch)
 	}
@@ -400,10 +412,10 @@ func printProbe(w io.Writer, r *probeReport) {
 		if len(pr.r.Tuning) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s probe tuned on a validation share of the training images: %d epochs, l2 %g chosen; validation accuracy of each setting:\n",
-			pr.name, pr.r.Epochs, pr.r.L2)
+		fmt.Fprintf(w, "\n%s probe tuned on a validation share of the training images: %d epochs, l2 %g, lr %g chosen; validation accuracy of each setting:\n",
+			pr.name, pr.r.Epochs, pr.r.L2, pr.r.LR)
 		for _, s := range pr.r.Tuning {
-			fmt.Fprintf(w, "  %4d epochs, l2 %-6g %.4f\n", s.Epochs, s.L2, s.ValAccuracy)
+			fmt.Fprintf(w, "  %4d epochs, l2 %-6g lr %-6g %.4f\n", s.Epochs, s.L2, s.LR, s.ValAccuracy)
 		}
 	}
 	for _, rc := range r.Recons {
