@@ -210,6 +210,11 @@ type ProbeOptions struct {
 	Seed   uint64
 	// L2 is the classifiers' ridge penalty L2/2·‖w‖² (default none: a probe measures what is linearly there).
 	L2 float64
+	// Exact solves each one-vs-rest problem to convergence by L-BFGS (full batch, at most MaxIter iterations,
+	// default 1000) instead of Epochs of minibatch Adam, so that the probe does not depend on an optimiser's budget;
+	// Epochs, LR, Batch and Seed are then unused.
+	Exact   bool
+	MaxIter int
 	// MinStd floors the per-feature std used to standardise. Raw pixels need it: the border of Fashion-MNIST is
 	// black in nearly every image, so its std is tiny and the slight grey a diffusion model leaves there would
 	// become a huge standardised value and swamp the logits of reconstructed images.
@@ -249,6 +254,18 @@ func TrainProbe(ctx context.Context, x []float32, d int, labels []int, classes [
 		std[j] = max(std[j], float32(o.MinStd))
 	}
 	p := &Probe{Classes: classes, C: make([]*Classifier, len(classes))}
+	var xn []float64 // standardised features, shared by the exact solves
+	if o.Exact {
+		if o.MaxIter <= 0 {
+			o.MaxIter = 1000
+		}
+		xn = make([]float64, len(x))
+		for i := range len(labels) {
+			for j := range d {
+				xn[i*d+j] = float64((x[i*d+j] - mean[j]) / std[j])
+			}
+		}
+	}
 	errs := make([]error, len(classes))
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	var wg sync.WaitGroup
@@ -264,6 +281,16 @@ func TrainProbe(ctx context.Context, x []float32, d int, labels []int, classes [
 			y := make([]bool, len(labels))
 			for i, l := range labels {
 				y[i] = l == c
+			}
+			if o.Exact {
+				w, iters := fitLogistic(xn, len(labels), d, y, max(l2, 0), o.MaxIter)
+				cl := &Classifier{Attribute: classes[c], W: make([]float32, d), B: float32(w[d]), Mean: mean, Std: std,
+					Metrics: map[string]float64{"iterations": float64(iters), "l2": max(l2, 0)}}
+				for j := range d {
+					cl.W[j] = float32(w[j])
+				}
+				p.C[c] = cl
+				return
 			}
 			p.C[c], errs[c] = TrainClassifier(classes[c], x, d, y, ClassifierOptions{Epochs: o.Epochs, LR: o.LR,
 				Batch: o.Batch, L2: l2, Seed: o.Seed + uint64(c)}, mean, std)
@@ -347,6 +374,9 @@ func TuneProbe(ctx context.Context, x []float32, d int, labels []int, classes []
 	l2s, lrs []float64, valShare float64) (ProbeOptions, []ProbeSetting, error) {
 	if len(lrs) == 0 {
 		lrs = []float64{o.LR}
+	}
+	if o.Exact { // only the penalty matters to a problem solved to convergence
+		epochs, lrs = []int{max(o.Epochs, 1)}, []float64{max(o.LR, 1e-3)}
 	}
 	switch {
 	case !(valShare > 0 && valShare < 1):

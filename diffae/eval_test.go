@@ -193,3 +193,59 @@ func TestTuneProbe(t *testing.T) {
 		t.Errorf("learning rate 0: %v, want an error naming it", err)
 	}
 }
+
+// The exact probe reaches the optimum of its convex problem: the gradient vanishes, and on overlapping clusters it
+// scores at least as well as a short Adam run of the same problem.
+func TestExactProbe(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	const n, d = 400, 5
+	x := make([]float64, n*d)
+	y := make([]bool, n)
+	for i := range n {
+		y[i] = rng.IntN(2) == 0
+		for j := range d {
+			x[i*d+j] = rng.NormFloat64()
+		}
+		if y[i] {
+			x[i*d] += 1
+			x[i*d+1] -= 0.5
+		}
+	}
+	for _, l2 := range []float64{0, 0.1} {
+		w, iters := fitLogistic(x, n, d, y, l2, 500)
+		g := make([]float64, d+1)
+		logisticLoss(x, n, d, y, l2, w, g)
+		if gn := math.Sqrt(dot64(g, g)); gn > 1e-5 || iters >= 500 {
+			t.Errorf("l2 %v: gradient norm %g after %d iterations", l2, gn, iters)
+		}
+		if w[0] <= 0 || w[1] >= 0 {
+			t.Errorf("l2 %v: w = %v, want w0 > 0 and w1 < 0", l2, w)
+		}
+		// Any other point has a loss at least as high.
+		f := logisticLoss(x, n, d, y, l2, w, g)
+		for k := range d + 1 {
+			w2 := append([]float64(nil), w...)
+			w2[k] += 0.01
+			if f2 := logisticLoss(x, n, d, y, l2, w2, g); f2 < f {
+				t.Errorf("l2 %v: moving w[%d] lowers the loss %v → %v", l2, k, f, f2)
+			}
+		}
+	}
+	// Through TrainProbe: three classes.
+	xs := make([]float32, 300*4)
+	labels := make([]int, 300)
+	for i := range labels {
+		labels[i] = i % 3
+		for j := range 4 {
+			xs[i*4+j] = float32(rng.NormFloat64())
+		}
+		xs[i*4+labels[i]] += 2
+	}
+	p, err := TrainProbe(context.Background(), xs, 4, labels, []string{"a", "b", "c"}, ProbeOptions{Exact: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.Evaluate(xs, labels); r.Accuracy < 0.8 {
+		t.Errorf("exact probe: training accuracy %.3f on separated clusters", r.Accuracy)
+	}
+}

@@ -174,6 +174,18 @@ func TestEvalCommandsTiny(t *testing.T) {
 			t.Errorf("tuned probe: %d settings scored, chose %d epochs, l2 %g", len(r.Tuning), r.Epochs, r.L2)
 		}
 	}
+	// --exact --tune: L-BFGS to convergence, only the penalty tuned.
+	if err := runEvalProbe(ctx, []string{"--model", out, "--train", data, "--test", data, "--exact", "--tune", "--tune-l2", "0,0.1",
+		"--val-share", "0.25", "--images", "", "--json", js, "--threads", "1"}); err != nil {
+		t.Fatal(err)
+	}
+	pr = probeReport{}
+	if b, err := os.ReadFile(js); err != nil || json.Unmarshal(b, &pr) != nil {
+		t.Fatalf("probe JSON: %v", err)
+	}
+	if pr.ZSem.Solver != "lbfgs" || len(pr.ZSem.Tuning) != 2 || len(pr.Pixels.Tuning) != 2 {
+		t.Errorf("exact tuned probe: solver %q, %d and %d settings scored", pr.ZSem.Solver, len(pr.ZSem.Tuning), len(pr.Pixels.Tuning))
+	}
 	for _, bad := range [][]string{{"--tune", "--tune-epochs", "1.5"}, {"--tune", "--tune-l2", "-1"}, {"--tune", "--val-share", "1"},
 		{"--tune", "--tune-l2", "NaN"}, {"--tune", "--tune-lr", "0"}, {"--val-share", "0.3"}, {"--tune-lr", "0.01"}, {"--l2", "-1"}} {
 		args := append([]string{"--model", out, "--train", data, "--test", data}, bad...)

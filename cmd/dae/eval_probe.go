@@ -61,6 +61,7 @@ type probeResult struct {
 	Epochs int                   `json:"epochs"`
 	L2     float64               `json:"l2"`
 	LR     float64               `json:"lr"`
+	Solver string                `json:"solver"` // "adam" (minibatch, for the epochs) or "lbfgs" (to convergence)
 	Tuning []diffae.ProbeSetting `json:"tuning,omitempty"`
 }
 
@@ -101,6 +102,7 @@ func runEvalProbe(ctx context.Context, args []string) error {
 	tuneEpochs := fs.String("tune-epochs", "20,60,200", "epoch counts tried by --tune")
 	tuneL2 := fs.String("tune-l2", "0,0.001,0.01", "ridge penalties tried by --tune")
 	tuneLR := fs.String("tune-lr", "", "Adam learning rates tried by --tune (default: --lr only)")
+	exact := fs.Bool("exact", false, "solve each probe to convergence by L-BFGS instead of --epochs of Adam (with --tune, only --tune-l2 is tried)")
 	valShare := fs.Float64("val-share", 0.2, "share of the training images --tune validates on")
 	batch := fs.Int("batch", 64, "probe minibatch")
 	minStd := fs.Float64("pixel-min-std", 0.05, "floor of the per-pixel std that standardises the pixel probe's input "+
@@ -184,7 +186,7 @@ and the pixel probe on its pixels.`)
 		return fmt.Errorf("%w: the training images have %d classes, the test images %d", errUsage,
 			len(train.ClassNames), len(test.ClassNames))
 	}
-	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, L2: *l2}
+	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, L2: *l2, Exact: *exact}
 	rep := probeReport{Model: desc, ModelID: m.ID, Train: dirName(*trainDir), Test: dirName(*testDir),
 		NTrain: train.N, NTest: test.N, Classes: train.ClassNames,
 		Probe:    "one-vs-rest logistic regression (BCE, Adam) on standardised features; accuracy of p>0.5 per class, argmax over classes for the 10-class accuracy",
@@ -363,7 +365,7 @@ func trainAndTest(ctx context.Context, name string, xtr, xte []float32, d int, t
 	}
 	r := p.Evaluate(xte, test.Labels)
 	out := probeResult{Accuracy: jfloat(r.Accuracy), MeanAUROC: jfloat(r.MeanAUROC), MeanBinary: jfloat(r.MeanAccuracy),
-		TrainSeconds: jfloat(time.Since(start).Seconds()), Epochs: o.Epochs, L2: o.L2, LR: o.LR, Tuning: tuning}
+		TrainSeconds: jfloat(time.Since(start).Seconds()), Epochs: o.Epochs, L2: o.L2, LR: o.LR, Solver: solverName(o), Tuning: tuning}
 	for _, c := range r.PerClass {
 		out.PerClass = append(out.PerClass, classScore{Class: c.Class, AUROC: jfloat(c.AUROC), Accuracy: jfloat(c.Accuracy)})
 	}
@@ -384,10 +386,16 @@ func printProbe(w io.Writer, r *probeReport) {
 	fmt.Fprintf(w, "Linear probe of %s\n", r.Model)
 	fmt.Fprintf(w, "trained on the first %d images of %s (train), tested on the first %d of %s (test)\n", r.NTrain,
 		r.Train, r.NTest, r.Test)
-	if len(r.ZSem.Tuning) > 0 {
+	switch {
+	case r.ZSem.Solver == "lbfgs" && len(r.ZSem.Tuning) > 0:
+		fmt.Fprintf(w, "%s; each problem solved to convergence (L-BFGS), l2 tuned per feature set (z_sem %g, pixels %g)\n\n",
+			r.Probe, r.ZSem.L2, r.Pixels.L2)
+	case r.ZSem.Solver == "lbfgs":
+		fmt.Fprintf(w, "%s; each problem solved to convergence (L-BFGS), l2 %g\n\n", r.Probe, r.Settings.L2)
+	case len(r.ZSem.Tuning) > 0:
 		fmt.Fprintf(w, "%s; epochs, l2 and lr tuned per feature set (z_sem: %d, %g, %g; pixels: %d, %g, %g), batch %d\n\n", r.Probe,
 			r.ZSem.Epochs, r.ZSem.L2, r.ZSem.LR, r.Pixels.Epochs, r.Pixels.L2, r.Pixels.LR, r.Settings.Batch)
-	} else {
+	default:
 		fmt.Fprintf(w, "%s; %d epochs, lr %g, l2 %g, batch %d\n\n", r.Probe, r.Settings.Epochs, r.Settings.LR, r.Settings.L2, r.Settings.Batch)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -412,9 +420,17 @@ func printProbe(w io.Writer, r *probeReport) {
 		if len(pr.r.Tuning) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "\n%s probe tuned on a validation share of the training images: %d epochs, l2 %g, lr %g chosen; validation accuracy of each setting:\n",
-			pr.name, pr.r.Epochs, pr.r.L2, pr.r.LR)
+		chosen := fmt.Sprintf("%d epochs, l2 %g, lr %g", pr.r.Epochs, pr.r.L2, pr.r.LR)
+		if pr.r.Solver == "lbfgs" {
+			chosen = fmt.Sprintf("l2 %g", pr.r.L2)
+		}
+		fmt.Fprintf(w, "\n%s probe tuned on a validation share of the training images: %s chosen; validation accuracy of each setting:\n",
+			pr.name, chosen)
 		for _, s := range pr.r.Tuning {
+			if pr.r.Solver == "lbfgs" {
+				fmt.Fprintf(w, "  l2 %-6g %.4f\n", s.L2, s.ValAccuracy)
+				continue
+			}
 			fmt.Fprintf(w, "  %4d epochs, l2 %-6g lr %-6g %.4f\n", s.Epochs, s.L2, s.LR, s.ValAccuracy)
 		}
 	}
@@ -425,4 +441,11 @@ func printProbe(w io.Writer, r *probeReport) {
 		fmt.Fprintf(w, "  pixel probe on the reconstructions:            accuracy %.4f (originals %.4f)\n",
 			rc.Pixels, rc.PixelsOriginal)
 	}
+}
+
+func solverName(o diffae.ProbeOptions) string {
+	if o.Exact {
+		return "lbfgs"
+	}
+	return "adam"
 }
