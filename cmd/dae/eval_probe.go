@@ -351,7 +351,7 @@ func trainAndTest(ctx context.Context, name string, xtr, xte []float32, d int, t
 	var tuning []diffae.ProbeSetting
 	if g != nil {
 		fmt.Fprintf(os.Stderr, "tuning the %s probe: %d settings on a %.0f%% validation share…\n", name,
-			len(g.epochs)*len(g.l2)*max(1, len(g.lr)), 100*g.valShare)
+			settings(o, g), 100*g.valShare)
 		var err error
 		if o, tuning, err = diffae.TuneProbe(ctx, xtr, d, train.Labels, train.ClassNames, o, g.epochs, g.l2, g.lr, g.valShare); err != nil {
 			return nil, probeResult{}, fmt.Errorf("%s probe: %w", name, err)
@@ -448,4 +448,12 @@ func solverName(o diffae.ProbeOptions) string {
 		return "lbfgs"
 	}
 	return "adam"
+}
+
+// settings is the number of settings --tune tries: the penalties only when the problems are solved exactly.
+func settings(o diffae.ProbeOptions, g *probeGrid) int {
+	if o.Exact {
+		return len(g.l2)
+	}
+	return len(g.epochs) * len(g.l2) * max(1, len(g.lr))
 }
