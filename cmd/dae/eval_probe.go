@@ -189,7 +189,7 @@ and the pixel probe on its pixels.`)
 	po := diffae.ProbeOptions{Epochs: *epochs, LR: *lr, Batch: *batch, Seed: *seed, L2: *l2, Exact: *exact}
 	rep := probeReport{Model: desc, ModelID: m.ID, Train: dirName(*trainDir), Test: dirName(*testDir),
 		NTrain: train.N, NTest: test.N, Classes: train.ClassNames,
-		Probe:    "one-vs-rest logistic regression (BCE, Adam) on standardised features; accuracy of p>0.5 per class, argmax over classes for the 10-class accuracy",
+		Probe:    "one-vs-rest logistic regression (BCE, " + map[bool]string{false: "Adam", true: "L-BFGS"}[*exact] + ") on standardised features; accuracy of p>0.5 per class, argmax over classes for the 10-class accuracy",
 		Settings: probeSettings{Epochs: *epochs, LR: *lr, L2: *l2, Batch: *batch, Seed: *seed, PixelMinStd: *minStd}}
 
 	ztr, err := encodeSem(ctx, m, train, *encBatch, "encoding training images")
