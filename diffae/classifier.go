@@ -184,20 +184,7 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 			batch := order[lo:min(lo+o.Batch, len(order))]
 			clear(g)
 			for _, i := range batch {
-				x := zn[i*d : (i+1)*d]
-				s := w[d]
-				for j, v := range x {
-					s += w[j] * v
-				}
-				y := 0.0
-				if labels[i] {
-					y = 1
-				}
-				r := sigmoid(s) - y // dBCE/dlogit
-				for j, v := range x {
-					g[j] += r * v
-				}
-				g[d] += r
+				addLogisticGrad(zn[i*d:(i+1)*d], labels[i], w, g)
 			}
 			step++
 			inv := 1 / float64(len(batch))

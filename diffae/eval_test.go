@@ -82,18 +82,27 @@ func TestMeanSE(t *testing.T) {
 
 // TestProbe trains probes on three Gaussian clusters in 6 dimensions (well separated along the first three) and
 // checks that they classify held-out points; on shuffled labels they must not.
+// clusters draws n points of d standard normal features, each with a random class of k whose own feature is
+// shifted by shift.
+func clusters(rng *rand.Rand, n, d, k int, shift float32) ([]float32, []int) {
+	x := make([]float32, n*d)
+	y := make([]int, n)
+	for i := range n {
+		y[i] = rng.IntN(k)
+		for j := range d {
+			x[i*d+j] = float32(rng.NormFloat64())
+		}
+		x[i*d+y[i]] += shift
+	}
+	return x, y
+}
+
 func TestProbe(t *testing.T) {
 	rng := rand.New(rand.NewPCG(4, 5))
 	const d, classes = 6, 3
 	sample := func(n int) ([]float32, []int) {
-		x := make([]float32, n*d)
-		y := make([]int, n)
+		x, y := clusters(rng, n, d, classes, 3)
 		for i := range n {
-			y[i] = rng.IntN(classes)
-			for j := range d {
-				x[i*d+j] = float32(rng.NormFloat64())
-			}
-			x[i*d+y[i]] += 3
 			x[i*d+5] = 0.5 // a constant feature: standardising must not divide by zero
 		}
 		return x, y
@@ -127,15 +136,7 @@ func TestProbe(t *testing.T) {
 func TestTuneProbe(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	const n, d, classes = 600, 8, 4
-	x := make([]float32, n*d)
-	y := make([]int, n)
-	for i := range n {
-		y[i] = rng.IntN(classes)
-		for j := range d {
-			x[i*d+j] = float32(rng.NormFloat64())
-		}
-		x[i*d+y[i]] += 1.5
-	}
+	x, y := clusters(rng, n, d, classes, 1.5)
 	names := []string{"a", "b", "c", "d"}
 	// One epoch at a tiny learning rate barely moves the weights; thirty do. A penalty of 10 flattens them.
 	o, scores, err := TuneProbe(context.Background(), x, d, y, names, ProbeOptions{LR: 1e-3, Seed: 2}, []int{1, 30},
@@ -232,15 +233,7 @@ func TestExactProbe(t *testing.T) {
 		}
 	}
 	// Through TrainProbe: three classes.
-	xs := make([]float32, 300*4)
-	labels := make([]int, 300)
-	for i := range labels {
-		labels[i] = i % 3
-		for j := range 4 {
-			xs[i*4+j] = float32(rng.NormFloat64())
-		}
-		xs[i*4+labels[i]] += 2
-	}
+	xs, labels := clusters(rng, 300, 4, 3, 2)
 	p, err := TrainProbe(context.Background(), xs, 4, labels, []string{"a", "b", "c"}, ProbeOptions{Exact: true})
 	if err != nil {
 		t.Fatal(err)

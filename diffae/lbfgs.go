@@ -8,22 +8,9 @@ func logisticLoss(x []float64, n, d int, y []bool, l2 float64, w, g []float64) f
 	clear(g)
 	var f float64
 	for i := range n {
-		xi := x[i*d : (i+1)*d]
-		s := w[d]
-		for j, v := range xi {
-			s += w[j] * v
-		}
-		t := 0.0
-		if y[i] {
-			t = 1
-		}
+		s, t := addLogisticGrad(x[i*d:(i+1)*d], y[i], w, g)
 		// log(1+e^s) − t·s, stable on both sides.
 		f += math.Max(s, 0) + math.Log1p(math.Exp(-math.Abs(s))) - t*s
-		r := sigmoid(s) - t
-		for j, v := range xi {
-			g[j] += r * v
-		}
-		g[d] += r
 	}
 	inv := 1 / float64(n)
 	f *= inv
@@ -35,6 +22,25 @@ func logisticLoss(x []float64, n, d int, y []bool, l2 float64, w, g []float64) f
 		g[j] += l2 * w[j]
 	}
 	return f
+}
+
+// addLogisticGrad adds one example's gradient of the BCE of σ(w[:d]·x + w[d]) against label to g (the bias's
+// last) and returns the logit and the target (0 or 1).
+func addLogisticGrad(x []float64, label bool, w, g []float64) (logit, target float64) {
+	d := len(x)
+	s := w[d]
+	for j, v := range x {
+		s += w[j] * v
+	}
+	if label {
+		target = 1
+	}
+	r := sigmoid(s) - target // dBCE/dlogit
+	for j, v := range x {
+		g[j] += r * v
+	}
+	g[d] += r
+	return s, target
 }
 
 // fitLogistic minimises logisticLoss over (w, b) by L-BFGS (memory 10, backtracking Armijo line search) until the

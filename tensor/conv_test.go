@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -45,16 +46,7 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 				continue // this CPU lacks these instructions
 			}
 			y, dx, dw := run(false, v.level, v.threads)
-			for _, p := range []struct {
-				name string
-				a, b []float32
-			}{{"y", y, yr}, {"dx", dx, dxr}, {"dw", dw, dwr}} {
-				for i := range p.a {
-					if math.Abs(float64(p.a[i]-p.b[i])) > 1e-4*(1+math.Abs(float64(p.b[i]))) {
-						t.Fatalf("%+v %+v: %s[%d] direct %g, im2col %g", tc, v, p.name, i, p.a[i], p.b[i])
-					}
-				}
-			}
+			matchIm2col(t, fmt.Sprintf("%+v %+v: direct", tc, v), [3][]float32{y, dx, dw}, [3][]float32{yr, dxr, dwr})
 		}
 	}
 }
@@ -93,13 +85,17 @@ func TestDirectConvAVX2Mix(t *testing.T) {
 		t.Fatal("an AVX2 CPU should run the direct forward kernel and im2col for the weight gradient")
 	}
 	y, dx, dw := run(d)
-	for _, p := range []struct {
-		name string
-		a, b []float32
-	}{{"y", y, yr}, {"dx", dx, dxr}, {"dw", dw, dwr}} {
-		for i := range p.a {
-			if math.Abs(float64(p.a[i]-p.b[i])) > 1e-4*(1+math.Abs(float64(p.b[i]))) {
-				t.Fatalf("%s[%d]: AVX2 mix %g, im2col %g", p.name, i, p.a[i], p.b[i])
+	matchIm2col(t, "AVX2 mix", [3][]float32{y, dx, dw}, [3][]float32{yr, dxr, dwr})
+}
+
+// matchIm2col fails the test unless the output, input gradient and weight gradient got match the im2col + GEMM
+// ones (want) to 1e-4 relative.
+func matchIm2col(t *testing.T, what string, got, want [3][]float32) {
+	t.Helper()
+	for k, name := range []string{"y", "dx", "dw"} {
+		for i, a := range got[k] {
+			if b := want[k][i]; math.Abs(float64(a-b)) > 1e-4*(1+math.Abs(float64(b))) {
+				t.Fatalf("%s: %s[%d] %g, im2col %g", what, name, i, a, b)
 			}
 		}
 	}
