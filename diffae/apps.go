@@ -140,16 +140,26 @@ func (c *Classifier) ShiftToLogit(z []float32, target float64, a Along) (out []f
 
 // MedianLogit is the median of the classifier's logits over codes, e.g. those of real positives: the paper's
 // target for Eq. 11, a typical rather than an extreme member of the class.
-func (c *Classifier) MedianLogit(z []float32) float64 {
+func (c *Classifier) MedianLogit(z []float32) float64 { return c.QuantileLogits(z, 0.5)[0] }
+
+// QuantileLogits returns, for each q in [0, 1], the q-quantile of the classifier's logits over codes (linear
+// interpolation between order statistics; NaN for no codes). A higher quantile of the positives' logits is a
+// target deeper inside the class than the median.
+func (c *Classifier) QuantileLogits(z []float32, qs ...float64) []float64 {
 	l := c.Logits(z)
-	if len(l) == 0 {
-		return math.NaN()
-	}
 	slices.Sort(l)
-	if len(l)%2 == 1 {
-		return l[len(l)/2]
+	out := make([]float64, len(qs))
+	for i, q := range qs {
+		if len(l) == 0 || q < 0 || q > 1 || math.IsNaN(q) {
+			out[i] = math.NaN()
+			continue
+		}
+		r := q * float64(len(l)-1)
+		lo := int(math.Floor(r))
+		hi := min(lo+1, len(l)-1)
+		out[i] = l[lo] + (r-float64(lo))*(l[hi]-l[lo])
 	}
-	return (l[len(l)/2-1] + l[len(l)/2]) / 2
+	return out
 }
 
 // Edit says how far Manipulate moves the codes, and along what: by a fixed Scale, or, with ToLogit, to the logit
@@ -285,8 +295,15 @@ type SampleOptions struct {
 	// MaxDraws bounds the latent samples SampleConditional draws before giving up (default 1000 per wanted
 	// sample), so a classifier that never fires cannot loop forever.
 	MaxDraws int
+	// MinProb is the least probability of the class a code needs to be accepted by SampleConditional
+	// (default DefaultMinProb, the paper's 0.5); above it a code is still accepted with probability p. Raising
+	// it trades acceptance rate for samples further inside the class.
+	MinProb  float64
 	Progress Progress
 }
+
+// DefaultMinProb is the paper's acceptance threshold for few-shot conditional sampling (§5.6).
+const DefaultMinProb = 0.5
 
 func (o *SampleOptions) fill() {
 	if o.LatentSteps <= 0 {
@@ -341,14 +358,15 @@ func (m *Model) Sample(ctx context.Context, n int, o SampleOptions) (z, xT, x []
 	return z, xT, x, nil
 }
 
-// Accept is the acceptance rule of few-shot conditional sampling (paper §5.6): reject a code whose probability
-// of the class p is below 0.5, otherwise accept it with probability p; u is a uniform draw in [0, 1).
-func Accept(p, u float64) bool { return p >= 0.5 && u < p }
+// Accept is the acceptance rule of few-shot conditional sampling (paper §5.6, where minProb is 0.5): reject a
+// code whose probability of the class p is below minProb, otherwise accept it with probability p; u is a uniform
+// draw in [0, 1).
+func Accept(p, u, minProb float64) bool { return p >= minProb && u < p }
 
-// RejectionSample draws codes of size d in batches from draw until n pass Accept under prob, and returns them
-// with the number of codes examined. It fails after maxDraws draws with what it has so far.
+// RejectionSample draws codes of size d in batches from draw until n pass Accept (threshold minProb) under prob,
+// and returns them with the number of codes examined. It fails after maxDraws draws with what it has so far.
 func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32, error), prob func(z []float32) float64,
-	rng *rand.Rand, batch, maxDraws int) (z []float32, drawn int, err error) {
+	rng *rand.Rand, batch, maxDraws int, minProb float64) (z []float32, drawn int, err error) {
 	z = make([]float32, 0, n*d)
 	for len(z) < n*d {
 		if err := ctx.Err(); err != nil {
@@ -370,7 +388,7 @@ func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32,
 		for i := 0; i < k && len(z) < n*d; i++ {
 			drawn++
 			c := cand[i*d : (i+1)*d]
-			if Accept(prob(c), rng.Float64()) {
+			if Accept(prob(c), rng.Float64(), minProb) {
 				z = append(z, c...)
 			}
 		}
@@ -389,9 +407,15 @@ func (m *Model) SampleConditional(ctx context.Context, c *Classifier, n int, o S
 	if o.MaxDraws <= 0 {
 		o.MaxDraws = 1000 * n
 	}
+	if o.MinProb == 0 {
+		o.MinProb = DefaultMinProb
+	}
+	if !(o.MinProb > 0 && o.MinProb < 1) {
+		return nil, nil, nil, 0, fmt.Errorf("sample %q: acceptance threshold %g: want a probability in (0, 1)", c.Attribute, o.MinProb)
+	}
 	rng := o.rng()
 	draw := func(k int) ([]float32, error) { return m.SampleLatent(k, o.LatentSteps, rng) }
-	z, drawn, err = RejectionSample(ctx, n, m.Cfg.ZDim(), draw, c.Prob, rng, max(o.Batch, 64), o.MaxDraws)
+	z, drawn, err = RejectionSample(ctx, n, m.Cfg.ZDim(), draw, c.Prob, rng, max(o.Batch, 64), o.MaxDraws, o.MinProb)
 	if err != nil {
 		return nil, nil, nil, drawn, fmt.Errorf("sample %q: %w", c.Attribute, err)
 	}

@@ -2,6 +2,7 @@ package diffae
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -143,6 +144,41 @@ func TestPattern(t *testing.T) {
 	t.Logf("weight %v, pattern %v", u, p)
 }
 
+func TestQuantileLogits(t *testing.T) {
+	// The logit is the first value of each code (unit weight, no bias, unit normalisation).
+	c := &Classifier{W: []float32{1, 0}, Mean: []float32{0, 0}, Std: []float32{1, 1}}
+	z := []float32{4, 9, 1, 9, 3, 9, 2, 9, 0, 9} // logits 4 1 3 2 0
+	got := c.QuantileLogits(z, 0, 0.5, 0.9, 1, 1.5)
+	want := []float64{0, 2, 3.6, 4}
+	for i, w := range want {
+		if math.Abs(got[i]-w) > 1e-12 {
+			t.Errorf("quantile %d: %v, want %v", i, got[i], w)
+		}
+	}
+	if !math.IsNaN(got[4]) {
+		t.Errorf("quantile 1.5: %v, want NaN", got[4])
+	}
+	if m := c.MedianLogit(z[:8]); m != 2.5 {
+		t.Errorf("median of an even count: %v, want 2.5", m)
+	}
+	if m := c.MedianLogit(nil); !math.IsNaN(m) {
+		t.Errorf("median of nothing: %v, want NaN", m)
+	}
+	// A trained classifier records them, in order, above its median.
+	tc, _, _ := trainedSynth(t, 6)
+	prev := tc.Metrics[MetricMedianPositiveLogit]
+	for _, q := range PositiveLogitQuantiles {
+		v, ok := tc.Metrics[MetricPositiveLogitQuantile(q)]
+		if !ok || !(v >= prev) {
+			t.Errorf("%s = %v (recorded %v), want ≥ %v", MetricPositiveLogitQuantile(q), v, ok, prev)
+		}
+		prev = v
+	}
+	if k := MetricPositiveLogitQuantile(0.95); k != "positive_logit_p95" {
+		t.Errorf("metric name %q", k)
+	}
+}
+
 func TestShiftToLogit(t *testing.T) {
 	const d = 12
 	c, z, labels := trainedSynth(t, d)
@@ -173,26 +209,36 @@ func TestShiftToLogit(t *testing.T) {
 
 func TestAccept(t *testing.T) {
 	tests := []struct {
-		p, u float64
-		want bool
+		p, u, min float64
+		want      bool
 	}{
-		{0.49, 0, false},  // below one half: always rejected
-		{0.5, 0.49, true}, // at one half: accepted with probability p
-		{0.5, 0.5, false},
-		{0.9, 0.89, true},
-		{0.9, 0.91, false},
-		{1, 0.999, true},
+		{0.49, 0, 0.5, false},  // below one half: always rejected
+		{0.5, 0.49, 0.5, true}, // at one half: accepted with probability p
+		{0.5, 0.5, 0.5, false},
+		{0.9, 0.89, 0.5, true},
+		{0.9, 0.91, 0.5, false},
+		{1, 0.999, 0.5, true},
+		{0.85, 0, 0.9, false}, // a stricter threshold rejects what one half accepts
+		{0.9, 0.89, 0.9, true},
+		{0.95, 0.96, 0.9, false}, // above it, still accepted with probability p
 	}
 	for _, tc := range tests {
-		if got := Accept(tc.p, tc.u); got != tc.want {
-			t.Errorf("Accept(%v, %v) = %v, want %v", tc.p, tc.u, got, tc.want)
+		if got := Accept(tc.p, tc.u, tc.min); got != tc.want {
+			t.Errorf("Accept(%v, %v, %v) = %v, want %v", tc.p, tc.u, tc.min, got, tc.want)
 		}
 	}
 }
 
-// With codes whose first value is uniform on [0,1) and p(c|z) equal to it, the rule accepts with rate
-// ∫_{½}^{1} p dp = 3/8 and the accepted p have density ∝ p on [½, 1), mean (7/24)/(3/8) = 7/9.
+// With codes whose first value is uniform on [0,1) and p(c|z) equal to it, the rule with threshold m accepts with
+// rate ∫_m^1 p dp = (1−m²)/2 and the accepted p have density ∝ p on [m, 1), mean (2/3)(1−m³)/(1−m²): for the
+// paper's m = ½, 3/8 and 7/9; for m = 0.9, 0.095 and 0.9509.
 func TestRejectionSample(t *testing.T) {
+	for _, tc := range []struct{ min, rate, mean float64 }{{0.5, 3.0 / 8, 7.0 / 9}, {0.9, 0.095, 0.0903333 / 0.095}} {
+		t.Run(fmt.Sprint(tc.min), func(t *testing.T) { testRejectionSample(t, tc.min, tc.rate, tc.mean) })
+	}
+}
+
+func testRejectionSample(t *testing.T, minProb, wantRate, wantMean float64) {
 	const d, n = 3, 4000
 	src := rand.New(rand.NewPCG(1, 1))
 	draw := func(k int) ([]float32, error) {
@@ -203,7 +249,7 @@ func TestRejectionSample(t *testing.T) {
 		return v, nil
 	}
 	prob := func(z []float32) float64 { return float64(z[0]) }
-	z, drawn, err := RejectionSample(context.Background(), n, d, draw, prob, rand.New(rand.NewPCG(2, 2)), 64, 100*n)
+	z, drawn, err := RejectionSample(context.Background(), n, d, draw, prob, rand.New(rand.NewPCG(2, 2)), 64, 100*n, minProb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,20 +259,20 @@ func TestRejectionSample(t *testing.T) {
 	var mean float64
 	for i := range n {
 		p := float64(z[i*d])
-		if p < 0.5 {
-			t.Fatalf("accepted p = %v < 0.5", p)
+		if p < minProb {
+			t.Fatalf("accepted p = %v < %v", p, minProb)
 		}
 		mean += p / n
 	}
-	if rate := float64(n) / float64(drawn); math.Abs(rate-3.0/8) > 0.02 {
-		t.Errorf("acceptance rate %v, want 3/8", rate)
+	if rate := float64(n) / float64(drawn); math.Abs(rate-wantRate) > 0.05*wantRate {
+		t.Errorf("acceptance rate %v, want %v", rate, wantRate)
 	}
-	if math.Abs(mean-7.0/9) > 0.01 {
-		t.Errorf("mean accepted p %v, want 7/9", mean)
+	if math.Abs(mean-wantMean) > 0.01 {
+		t.Errorf("mean accepted p %v, want %v", mean, wantMean)
 	}
 
-	never := func([]float32) float64 { return 0.3 }
-	if _, drawn, err := RejectionSample(context.Background(), 5, d, draw, never, src, 64, 500); err == nil || drawn != 500 {
+	never := func([]float32) float64 { return minProb - 0.01 }
+	if _, drawn, err := RejectionSample(context.Background(), 5, d, draw, never, src, 64, 500, minProb); err == nil || drawn != 500 {
 		t.Errorf("never-accepting classifier: drawn %d, err %v; want an error after 500 draws", drawn, err)
 	}
 }

@@ -33,6 +33,16 @@ type Classifier struct {
 // MetricMedianPositiveLogit names the Metrics entry holding the median logit of the training positives.
 const MetricMedianPositiveLogit = "median_positive_logit"
 
+// PositiveLogitQuantiles are the quantiles of the training positives' logits a classifier records besides the
+// median, as Metrics entries named by MetricPositiveLogitQuantile ("positive_logit_p90" for 0.9): targets for
+// Eq. 11 deeper inside the class.
+var PositiveLogitQuantiles = []float64{0.75, 0.9, 0.95}
+
+// MetricPositiveLogitQuantile names the Metrics entry of the q-quantile of the training positives' logits.
+func MetricPositiveLogitQuantile(q float64) string {
+	return fmt.Sprintf("positive_logit_p%d", int(math.Round(100*q)))
+}
+
 // ClassifierOptions control TrainClassifier. Zero values take the defaults noted per field.
 type ClassifierOptions struct {
 	// Epochs over the training share (default 100).
@@ -217,6 +227,9 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 		pz = append(pz, z[i*d:(i+1)*d]...)
 	}
 	c.Metrics[MetricMedianPositiveLogit] = c.MedianLogit(pz)
+	for i, v := range c.QuantileLogits(pz, PositiveLogitQuantiles...) {
+		c.Metrics[MetricPositiveLogitQuantile(PositiveLogitQuantiles[i])] = v
+	}
 	if len(held) > 0 {
 		hz := make([]float32, 0, len(held)*d)
 		hl := make([]bool, 0, len(held))

@@ -132,6 +132,8 @@ type Sample struct {
 	LatentSteps int    `json:"latent_steps"`
 	Seed        int64  `json:"seed"`
 	Attribute   string `json:"attribute,omitempty"`
+	// MinProb is the acceptance threshold of conditional sampling (0: the paper's 0.5); only with Attribute.
+	MinProb float64 `json:"min_prob,omitempty"`
 }
 
 // Regenerate asks for a stored latent to be decoded or manipulated again, after a model or classifier update.
@@ -427,6 +429,13 @@ func (j *Sample) Validate() error {
 	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
 	c.intRange("latent_steps", int64(j.LatentSteps), 1, MaxSteps)
 	c.name("attribute", j.Attribute, false)
+	switch {
+	case j.MinProb == 0:
+	case j.Attribute == "":
+		c.fail("min_prob", "given without an attribute")
+	case !(j.MinProb > 0 && j.MinProb < 1):
+		c.fail("min_prob", "%g: want a probability strictly between 0 and 1", j.MinProb)
+	}
 	return c.result()
 }
 
@@ -478,7 +487,11 @@ func (j *Interpolate) DedupKey() string {
 
 // DedupKey identifies the job's effect.
 func (j *Sample) DedupKey() string {
-	return fmt.Sprintf("sample/%s/s%d/n%d/t%d/l%d/%s", j.Model, j.Seed, j.Count, j.Steps, j.LatentSteps, j.Attribute)
+	key := fmt.Sprintf("sample/%s/s%d/n%d/t%d/l%d/%s", j.Model, j.Seed, j.Count, j.Steps, j.LatentSteps, j.Attribute)
+	if j.MinProb != 0 {
+		key += "/p" + strconv.FormatFloat(j.MinProb, 'g', -1, 64)
+	}
+	return key
 }
 
 // DedupKey identifies the job's effect.

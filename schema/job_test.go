@@ -28,6 +28,8 @@ func TestParseRejectsNamingTheField(t *testing.T) {
 		{"model with slash", `{"v":1,"kind":"encode","model":"a/b","image_hash":"` + hashA + `"}`, `field "model": name "a/b"`},
 		{"model missing", `{"v":1,"kind":"sample","count":1,"steps":10,"latent_steps":10}`, `schema: sample job: field "model": missing`},
 		{"manipulate without scale", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"smiling","steps":10}`, `field "scale": missing`},
+		{"sample threshold without attribute", `{"v":1,"kind":"sample","model":"m","count":4,"steps":10,"latent_steps":10,"min_prob":0.9}`, `field "min_prob": given without an attribute`},
+		{"sample threshold out of range", `{"v":1,"kind":"sample","model":"m","count":4,"steps":10,"latent_steps":10,"attribute":"bag","min_prob":1}`, `field "min_prob": 1: want a probability`},
 		{"interpolate one frame", `{"v":1,"kind":"interpolate","model":"m","image_hash_a":"` + hashA + `","image_hash_b":"` + hashB + `","frames":1,"steps":10}`, `field "frames": 1 out of range 2..256`},
 		{"regenerate bad op", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"sample","steps":10,"generation":1}`, `field "op": "sample" not one of`},
 		{"regenerate manipulate needs attribute", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","scale":1,"steps":10,"generation":1}`, `field "attribute": missing`},
@@ -73,6 +75,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 		&Manipulate{Header: Header{Model: "fm32"}, ImageHash: hashA, Attribute: "sneaker", Scale: -0.3, Steps: 50},
 		&Interpolate{Header: Header{Model: "fm32"}, ImageHashA: hashA, ImageHashB: hashB, Frames: 9, Steps: 10},
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag"},
+		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag", MinProb: 0.9},
 		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Scale: 1, Steps: 20, Generation: 3},
 	}
 	seen := map[string]bool{}

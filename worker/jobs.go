@@ -370,7 +370,7 @@ func (w *Worker) sample(ctx context.Context, m *diffae.Model, j *schema.Sample) 
 		return output{}, permanent(fmt.Errorf("model %s cannot sample: it has no latent DDIM or no latent statistics", m.ID))
 	}
 	n := j.Count
-	o := diffae.SampleOptions{LatentSteps: j.LatentSteps, Steps: j.Steps, Seed: uint64(j.Seed)}
+	o := diffae.SampleOptions{LatentSteps: j.LatentSteps, Steps: j.Steps, Seed: uint64(j.Seed), MinProb: j.MinProb}
 	var x []float32
 	var err error
 	if j.Attribute == "" {

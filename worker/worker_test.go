@@ -405,6 +405,7 @@ func TestOutputJobs(t *testing.T) {
 		&schema.Interpolate{Header: h, ImageHashA: hashes[0], ImageHashB: hashes[2], Frames: 4, Steps: 3},
 		&schema.Sample{Header: h, Count: 4, Steps: 3, LatentSteps: 3, Seed: 1},
 		&schema.Sample{Header: h, Count: 2, Steps: 3, LatentSteps: 3, Seed: 2, Attribute: "bag"},
+		&schema.Sample{Header: h, Count: 2, Steps: 3, LatentSteps: 3, Seed: 2, Attribute: "bag", MinProb: 0.55},
 		&schema.Regenerate{Header: h, ImageHash: hashes[2], Op: schema.KindDecode, Steps: 3, Generation: 1},
 	}
 	failing := []schema.Job{

@@ -110,7 +110,7 @@ func TestAppsTiny(t *testing.T) {
 	cell := 16*3 + 2 // contact sheets scale 16×16 images by 3 with 2 pixels of padding
 	t.Run("manipulate", func(t *testing.T) {
 		out := filepath.Join(dir, "man")
-		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target-logit", "2"},
+		for _, edit := range [][]string{{"--scale", "0.5"}, {"--target", "median"}, {"--target", "p90"}, {"--target-logit", "2"},
 			{"--scale", "0.5", "--encode-steps", "3"}, {"--target", "median", "--direction", "weight"}} {
 			args := append([]string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--out", out}, edit...)
 			if err := runManipulate(ctx, append(args, imgs[:2]...)); err != nil {
@@ -135,6 +135,19 @@ func TestAppsTiny(t *testing.T) {
 		}
 		if err := runManipulate(ctx, append(append(args, "--direction", "weight"), imgs[:2]...)); err != nil {
 			t.Errorf("classifier without a pattern, --direction weight: %v", err)
+		}
+		// One from before the quantiles were recorded: --target p90 says what is missing, median still works.
+		c3 := *c
+		c3.Metrics = map[string]float64{diffae.MetricMedianPositiveLogit: c.Metrics[diffae.MetricMedianPositiveLogit]}
+		if err := c3.Save(old); err != nil {
+			t.Fatal(err)
+		}
+		args = []string{"--model", model, "--classifier", old, "--attribute", "odd", "--steps", "2", "--out", out, "--target"}
+		if err := runManipulate(ctx, append(args, append([]string{"p90"}, imgs[:2]...)...)); err == nil || !strings.Contains(err.Error(), "records no p90") {
+			t.Errorf("classifier without quantiles, --target p90: %v, want an error saying so", err)
+		}
+		if err := runManipulate(ctx, append(args, append([]string{"median"}, imgs[:2]...)...)); err != nil {
+			t.Errorf("classifier without quantiles, --target median: %v", err)
 		}
 		for _, n := range []string{"in0.png", "in1.png"} {
 			if _, err := os.Stat(filepath.Join(out, n)); err != nil {
@@ -183,7 +196,8 @@ func TestAppsTiny(t *testing.T) {
 	}{
 		{"two edits", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--target-logit", "1", imgs[0]}, "exactly one"},
 		{"no edit", runManipulate, []string{"--model", model, "--classifier", cls, imgs[0]}, "exactly one"},
-		{"unknown target", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "mean", imgs[0]}, "median"},
+		{"unknown target", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "mean", imgs[0]}, "median, p75, p90, p95"},
+		{"threshold", runSample, []string{"--model", model, "--condition", "odd=positive", "--classifier", cls, "--min-prob", "1"}, "--min-prob 1"},
 		{"unknown attribute", runManipulate, []string{"--model", model, "--classifier", cls, "--attribute", "even", "--scale", "1", imgs[0]}, "no classifier"},
 		{"other model", runManipulate, []string{"--model", other, "--classifier", cls, "--scale", "1", imgs[0]}, "trained on model"},
 		{"one input", runInterpolate, []string{"--model", model, imgs[0]}, "usage"},

@@ -20,7 +20,7 @@ const enqueueUsage = `usage:
   dae enqueue decode --model M --image HASH [--steps 20] [--x-t encoded|random] [--seed S]
   dae enqueue manipulate --model M --image HASH --attribute A --scale S [--steps 20]
   dae enqueue interpolate --model M --image HASH --image-b HASH [--frames 8] [--steps 20]
-  dae enqueue sample --model M [--count 16] [--steps 20] [--latent-steps 50] [--seed S]
+  dae enqueue sample --model M [--count 16] [--steps 20] [--latent-steps 50] [--seed S] [--attribute A [--min-prob P]]
 
 SOURCE is a folder, a .tar/.tar.gz/.tgz/.zip archive or s3://bucket/prefix. M is a registered model id, or a
 .safetensors checkpoint, which is uploaded and registered first (its id is printed). Re-running a command publishes
@@ -43,7 +43,8 @@ func runEnqueue(ctx context.Context, args []string) error {
 	encodeSteps := fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoder asked by encode jobs (0: the worker's --encode-steps)")
 	xt := fs.String("x-t", "encoded", "x_T for decode: encoded or random")
 	seed := fs.Int64("seed", 0, "random seed (decode with random x_T, sample)")
-	attr := fs.String("attribute", "", "attribute (manipulate)")
+	attr := fs.String("attribute", "", "attribute (manipulate; sample: only that attribute, by rejection with its promoted classifier)")
+	minProb := fs.Float64("min-prob", 0, "acceptance threshold of conditional sampling (0: the paper's 0.5)")
 	scale := fs.Float64("scale", 0, "step along the attribute's direction (manipulate)")
 	frames := fs.Int("frames", 8, "frames, both ends included (interpolate)")
 	count := fs.Int("count", 16, "images (sample)")
@@ -111,7 +112,8 @@ func runEnqueue(ctx context.Context, args []string) error {
 	case schema.KindInterpolate:
 		job = &schema.Interpolate{Header: h, ImageHashA: *image, ImageHashB: *imageB, Frames: *frames, Steps: *steps}
 	case schema.KindSample:
-		job = &schema.Sample{Header: h, Count: *count, Steps: *steps, LatentSteps: *latentSteps, Seed: *seed}
+		job = &schema.Sample{Header: h, Count: *count, Steps: *steps, LatentSteps: *latentSteps, Seed: *seed,
+			Attribute: *attr, MinProb: *minProb}
 	}
 	if err := job.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

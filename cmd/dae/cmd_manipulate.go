@@ -134,7 +134,8 @@ func addEditFlags(fs *flag.FlagSet) editFlags {
 	f := editFlags{scale: &optFloat{}, targetLogit: &optFloat{}}
 	fs.Var(f.scale, "scale", "move by s·√d along the unit --direction in the normalised z space (with --direction weight, the reference's manipulation)")
 	fs.Var(f.targetLogit, "target-logit", "move each code so that its logit equals this (paper Eq. 11)")
-	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11)")
+	f.target = fs.String("target", "", "median: move each code to the median logit of the classifier's training positives (Eq. 11); "+
+		"p75, p90, p95: to that quantile of them, deeper inside the class")
 	f.along = fs.String("direction", string(diffae.AlongPattern), "direction to move along in the normalised z space: "+
 		"pattern (Σw, where the codes move as the logit grows; edits the image) or weight (w/‖w‖, the reference's)")
 	f.encodeSteps = fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoding of the inputs (x_T); 0: as --steps "+
@@ -151,7 +152,7 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		}
 	}
 	if given != 1 {
-		return diffae.Edit{}, fmt.Errorf("%w: give exactly one of --scale, --target-logit, --target median", errUsage)
+		return diffae.Edit{}, fmt.Errorf("%w: give exactly one of --scale, --target-logit, --target median|p75|p90|p95", errUsage)
 	}
 	along, err := diffae.ParseAlong(*f.along)
 	if err != nil {
@@ -165,14 +166,33 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		return diffae.Edit{Scale: f.scale.v, Along: along}, nil
 	case f.targetLogit.set:
 		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v, Along: along}, nil
-	case *f.target != "median":
-		return diffae.Edit{}, fmt.Errorf("%w: --target %q: only median is known", errUsage, *f.target)
 	}
-	med, ok := c.Metrics[diffae.MetricMedianPositiveLogit]
-	if !ok || math.IsNaN(med) {
-		return diffae.Edit{}, fmt.Errorf("classifier %q records no median positive logit; retrain it with dae classify or use --target-logit", c.Attribute)
+	key, err := targetMetric(*f.target)
+	if err != nil {
+		return diffae.Edit{}, err
 	}
-	return diffae.Edit{ToLogit: true, TargetLogit: med, Along: along}, nil
+	v, ok := c.Metrics[key]
+	if !ok || math.IsNaN(v) {
+		return diffae.Edit{}, fmt.Errorf("classifier %q records no %s of its positives' logits (%s); retrain it with dae classify or use --target-logit",
+			c.Attribute, *f.target, key)
+	}
+	return diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}, nil
+}
+
+// targetMetric names the classifier metric that --target t stands for: median or pNN for a recorded quantile.
+func targetMetric(t string) (string, error) {
+	if t == "median" || t == "p50" {
+		return diffae.MetricMedianPositiveLogit, nil
+	}
+	known := []string{"median"}
+	for _, q := range diffae.PositiveLogitQuantiles {
+		name := fmt.Sprintf("p%d", int(math.Round(100*q)))
+		if t == name {
+			return diffae.MetricPositiveLogitQuantile(q), nil
+		}
+		known = append(known, name)
+	}
+	return "", fmt.Errorf("%w: --target %q: want one of %s", errUsage, t, strings.Join(known, ", "))
 }
 
 // manipulation is the result of editing n codes at several fractions of the full edit.
@@ -232,7 +252,7 @@ func runManipulate(ctx context.Context, args []string) error {
 		return err
 	}
 	if (len(inputs) == 0 && *ti.indices == "") || *clsPath == "" {
-		return fmt.Errorf("%w: dae manipulate --model M --classifier C --attribute A (--scale S | --target-logit L | --target median) INPUT…", errUsage)
+		return fmt.Errorf("%w: dae manipulate --model M --classifier C --attribute A (--scale S | --target-logit L | --target median|p90) INPUT…", errUsage)
 	}
 	fractions, err := parseFloats(*fracs)
 	if err != nil {

@@ -25,6 +25,7 @@ type sampleFlags struct {
 	condition      *string
 	classifier     *string
 	anyModel       *bool
+	minProb        *float64
 }
 
 func addSampleFlags(fs *flag.FlagSet, n int) sampleFlags {
@@ -35,11 +36,16 @@ func addSampleFlags(fs *flag.FlagSet, n int) sampleFlags {
 		condition:   fs.String("condition", "", "attribute=positive: sample only that attribute, by rejection with --classifier"),
 		classifier:  fs.String("classifier", "", "classifier file (a PU classifier from a few positives is the paper's setting)"),
 		anyModel:    fs.Bool("any-model", false, "use a classifier trained on another checkpoint of the same network"),
+		minProb: fs.Float64("min-prob", diffae.DefaultMinProb, "with --condition: reject codes the classifier gives a lower "+
+			"probability (the paper's 0.5); above it a code is accepted with its probability"),
 	}
 }
 
 // conditionClassifier returns the classifier named by --condition, or nil for unconditional sampling.
 func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, error) {
+	if !(*f.minProb > 0 && *f.minProb < 1) {
+		return nil, fmt.Errorf("%w: --min-prob %g: want a probability strictly between 0 and 1", errUsage, *f.minProb)
+	}
 	if *f.condition == "" {
 		if *f.classifier != "" {
 			return nil, fmt.Errorf("%w: --classifier without --condition attribute=positive", errUsage)
@@ -60,7 +66,7 @@ func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, e
 func (f sampleFlags) draw(ctx context.Context, m *diffae.Model, c *diffae.Classifier, n, steps, batch int) (z, x []float32, drawn int, err error) {
 	p := newProgress(fmt.Sprintf("sampling %d images", n))
 	defer p.finish()
-	o := diffae.SampleOptions{LatentSteps: *f.latentSteps, Steps: steps, Batch: batch, Seed: *f.seed, Progress: p.update}
+	o := diffae.SampleOptions{LatentSteps: *f.latentSteps, Steps: steps, Batch: batch, Seed: *f.seed, MinProb: *f.minProb, Progress: p.update}
 	if c == nil {
 		z, _, x, err = m.Sample(ctx, n, o)
 		return z, x, n, err

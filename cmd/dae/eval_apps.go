@@ -79,7 +79,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		return err
 	}
 	if *clsPath == "" {
-		return fmt.Errorf("%w: dae eval manipulate --model M --classifier C (--target median | --target-logit L | --scale S)", errUsage)
+		return fmt.Errorf("%w: dae eval manipulate --model M --classifier C (--target median|p90 | --target-logit L | --scale S)", errUsage)
 	}
 	m, err := mf.load()
 	if err != nil {
