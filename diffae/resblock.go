@@ -94,28 +94,29 @@ func (r *resBlock) forward(x, embAct, condAct *tensor.Tensor) *tensor.Tensor {
 		xs = r.xUp.Forward(x)
 	}
 	r.xs = xs
-	h = r.inConv.Forward(h)
-	if r.cond {
-		n := x.Shape[0]
-		e := r.embLin.Forward(embAct)
-		r.scale = tensor.Ensure(d, r.scale, n, r.cout)
-		r.shift = tensor.Ensure(d, r.shift, n, r.cout)
-		d.CopyBlocks(r.scale, 0, r.cout, e, 0, 2*r.cout, r.cout, n, false)
-		d.CopyBlocks(r.shift, 0, r.cout, e, r.cout, 2*r.cout, r.cout, n, false)
-		mod := tensor.GNMod{Scale: r.scale, Shift: r.shift, SiLU: true}
-		if r.condLin != nil {
-			mod.ZScale = r.condLin.Forward(condAct)
-		}
-		h = r.outNorm.Forward(h, mod)
-		h = r.drop.Forward(h)
-		h = r.outConv.Forward(h)
-	}
+	// The skip path first: the block's last convolution adds it as it writes its output.
 	skip := xs
 	if r.skip != nil {
 		skip = r.skip.Forward(xs)
 	}
-	r.out = tensor.Ensure(d, r.out, h.Shape...)
-	d.Lincomb(r.out, 1, skip, 1, h)
+	if !r.cond {
+		r.out = r.inConv.ForwardAdd(h, skip)
+		return r.out
+	}
+	h = r.inConv.Forward(h)
+	n := x.Shape[0]
+	e := r.embLin.Forward(embAct)
+	r.scale = tensor.Ensure(d, r.scale, n, r.cout)
+	r.shift = tensor.Ensure(d, r.shift, n, r.cout)
+	d.CopyBlocks(r.scale, 0, r.cout, e, 0, 2*r.cout, r.cout, n, false)
+	d.CopyBlocks(r.shift, 0, r.cout, e, r.cout, 2*r.cout, r.cout, n, false)
+	mod := tensor.GNMod{Scale: r.scale, Shift: r.shift, SiLU: true}
+	if r.condLin != nil {
+		mod.ZScale = r.condLin.Forward(condAct)
+	}
+	h = r.outNorm.Forward(h, mod)
+	h = r.drop.Forward(h)
+	r.out = r.outConv.ForwardAdd(h, skip)
 	return r.out
 }
 

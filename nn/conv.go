@@ -51,6 +51,29 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 	return c.y
 }
 
+// ForwardAdd computes the convolution of x plus res [N, Cout, H, W] (a residual connection; its gradient is the
+// output's, which Backward leaves to the caller). Devices with their own convolution add res as they store the
+// output; others add it afterwards.
+func (c *Conv2d) ForwardAdd(x, res *tensor.Tensor) *tensor.Tensor {
+	if len(x.Shape) != 4 || x.Shape[1] != c.Cin {
+		shapeFail(c.Name, x, "[N, %d, H, W]", c.Cin)
+	}
+	n, h, w := x.Shape[0], x.Shape[2], x.Shape[3]
+	if !res.ShapeEq(n, c.Cout, h, w) {
+		shapeFail(c.Name+" residual", res, "[%d, %d, %d, %d]", n, c.Cout, h, w)
+	}
+	d := x.Dev
+	if cd, ok := d.(tensor.ConvDevice); ok {
+		c.x = x
+		c.y = tensor.Ensure(d, c.y, n, c.Cout, h, w)
+		cd.Conv2dForwardAdd(c.y, x, c.W.W, c.B.W, res, n, c.Cin, c.Cout, h, w, c.K)
+		return c.y
+	}
+	y := c.Forward(x)
+	d.Lincomb(y, 1, y, 1, res)
+	return y
+}
+
 // Backward adds to the parameter gradients and returns dL/dx (nil with NoInputGrad).
 func (c *Conv2d) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	d := dy.Dev

@@ -67,10 +67,10 @@ static void map_block(out_map *m, long p0, long h, long w) {
 }
 
 // block_avx512 computes output channels [0, nco) of a block (nco ≤ CB) at positions p0…p0+47 and stores them,
-// plus the bias, straight into y [co][h·w] (ldy = h·w).
-__attribute__((target("avx512f"))) static void block_avx512(float *y, long ldy, const out_map *om, const float *bias,
-                                                            long nco, const float *s, long plane, const float *wb,
-                                                            long cin, long rw) {
+// plus the bias and, when res is not NULL, the residual res (laid out as y), straight into y [co][h·w] (ldy = h·w).
+__attribute__((target("avx512f"))) static void block_avx512(float *y, const float *res, long ldy, const out_map *om,
+                                                            const float *bias, long nco, const float *s, long plane,
+                                                            const float *wb, long cin, long rw) {
 	__m512 a[CB][3];
 #pragma GCC unroll 8
 	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
@@ -95,12 +95,18 @@ __attribute__((target("avx512f"))) static void block_avx512(float *y, long ldy, 
 		if (j < nco) {
 			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
 			float *yj = y + j * ldy;
+			const float *rj = res ? res + j * ldy : NULL;
 #pragma GCC unroll 3
 			for (int v = 0; v < 3; v++) {
 				__m512 o = _mm512_add_ps(a[j][v], bv);
 #pragma GCC unroll 3
 				for (int k = 0; k < 3; k++)
-					if (k < om->nseg[v]) _mm512_mask_storeu_ps(yj + om->off[v][k], om->mask[v][k], o);
+					if (k < om->nseg[v]) {
+						__m512 ok = o;
+						if (rj)
+							ok = _mm512_add_ps(o, _mm512_maskz_loadu_ps(om->mask[v][k], rj + om->off[v][k]));
+						_mm512_mask_storeu_ps(yj + om->off[v][k], om->mask[v][k], ok);
+					}
 			}
 		}
 	}
@@ -193,10 +199,11 @@ static void pad_image(float *P, const float *x, long c, long h, long w, long pla
 	}
 }
 
-// k_conv3x3 sets y [cout][h][w] = x [cin][h][w] ⋆ w + bias (bias may be NULL) for one image; wp from
-// k_conv3x3_pack, scratch of k_conv3x3_scratch_len floats.
-void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, long cin, long cout, long h, long w,
-               float *scratch) {
+// k_conv3x3 sets y [cout][h][w] = x [cin][h][w] ⋆ w + bias + res for one image (bias and res may be NULL; res
+// [cout][h][w], a residual added on the way out, may be y itself); wp from k_conv3x3_pack, scratch of
+// k_conv3x3_scratch_len floats.
+void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, const float *res, long cin, long cout,
+               long h, long w, float *scratch) {
 	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
 	float *P = scratch, *Y = scratch + cin * plane;
 	pad_image(P, x, cin, h, w, plane);
@@ -208,8 +215,8 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 			map_block(&om, p0, h, w);
 			for (long b = 0; b < nb; b++) {
 				long c0 = b * CB, nco = cout - c0 < CB ? cout - c0 : CB;
-				block_avx512(y + c0 * h * w, h * w, &om, bias ? bias + c0 : NULL, nco, P + p0, plane,
-				             wp + b * cin * 9 * CB, cin, rw);
+				block_avx512(y + c0 * h * w, res ? res + c0 * h * w : NULL, h * w, &om, bias ? bias + c0 : NULL, nco,
+				             P + p0, plane, wp + b * cin * 9 * CB, cin, rw);
 			}
 		}
 		return;
@@ -224,8 +231,9 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, lon
 		float bv = bias ? bias[co] : 0.0f;
 		const float *src = Y + co * np;
 		float *dst = y + co * h * w;
+		const float *rs = res ? res + co * h * w : NULL;
 		for (long r = 0; r < h; r++)
-			for (long c = 0; c < w; c++) dst[r * w + c] = src[r * rw + c] + bv;
+			for (long c = 0; c < w; c++) dst[r * w + c] = src[r * rw + c] + bv + (rs ? rs[r * w + c] : 0.0f);
 	}
 }
 

@@ -36,6 +36,19 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 			if !im2col && d.DirectConvTime() == 0 {
 				t.Fatalf("%+v: the direct kernel did not run", tc)
 			}
+			// With a residual (dy stands in for one): the same output plus it, exactly, into a fresh tensor and
+			// in place over the residual itself.
+			ya := d.New(tc.n, tc.cout, tc.h, tc.w)
+			d.Conv2dForwardAdd(ya, x, w, b, dy, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
+			yi := d.New(tc.n, tc.cout, tc.h, tc.w)
+			copy(yi.Data, dy.Data)
+			d.Conv2dForwardAdd(yi, x, w, b, yi, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
+			for i, v := range yt.Data {
+				if want := v + dy.Data[i]; ya.Data[i] != want || yi.Data[i] != want {
+					t.Fatalf("%+v im2col %v level %d: with a residual y[%d] = %v (in place %v), want %v", tc, im2col, level, i,
+						ya.Data[i], yi.Data[i], want)
+				}
+			}
 			return yt.Data, dxt.Data, dwt.Data
 		}
 		yr, dxr, dwr := run(true, 2, 1)

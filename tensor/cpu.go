@@ -102,11 +102,16 @@ func (d *CPU) packConv3x3(w *Tensor, cout, cin int, flip bool) *[]float32 {
 	return wp
 }
 
-// conv3x3 runs the direct kernel on one image: y [cout,h,w] = x [cin,h,w] ⋆ (packed w) + b.
-func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, cin, cout, h, w int, scratch []float32) {
+// conv3x3 runs the direct kernel on one image: y [cout,h,w] = x [cin,h,w] ⋆ (packed w) + b (+ res [cout,h,w]
+// when it is not nil).
+func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, res []float32, cin, cout, h, w int, scratch []float32) {
 	t0 := time.Now()
+	var rp *C.float
+	if res != nil {
+		rp = (*C.float)(unsafe.Pointer(&res[0]))
+	}
 	C.k_conv3x3((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
-		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), C.long(cin), C.long(cout), C.long(h), C.long(w),
+		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), rp, C.long(cin), C.long(cout), C.long(h), C.long(w),
 		(*C.float)(unsafe.Pointer(&scratch[0])))
 	d.convNanos.Add(int64(time.Since(t0)))
 }
@@ -618,8 +623,30 @@ func (d *CPU) sgemm1(transA, transB bool, m, n, k int, alpha float32, a []float3
 }
 
 func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
+	d.conv2dForward(y, x, w, b, nil, n, cin, cout, h, wd, k)
+}
+
+// Conv2dForwardAdd sets y = x ⋆ w + b + res (res [n,cout,h,w], a residual; it may be y itself). The direct kernel
+// adds res as it stores its output, saving the separate pass over y that an addition afterwards costs.
+func (d *CPU) Conv2dForwardAdd(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int) {
+	d.conv2dForward(y, x, w, b, res, n, cin, cout, h, wd, k)
+}
+
+func (d *CPU) conv2dForward(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int) {
 	hw := h * wd
 	kk := cin * k * k
+	if res != nil && !d.directConv(k, wd) {
+		// The GEMM paths: the product, then the residual (kept aside first when it is y itself).
+		if &res.Data[0] == &y.Data[0] {
+			rp := d.scratchBuf(len(res.Data))
+			defer d.scratch.Put(rp)
+			copy(*rp, res.Data)
+			res = Wrap(d, *rp, res.Shape...)
+		}
+		d.conv2dForward(y, x, w, b, nil, n, cin, cout, h, wd, k)
+		d.Lincomb(y, 1, y, 1, res)
+		return
+	}
 	if d.directConv(k, wd) {
 		wp := d.packConv3x3(w, cout, cin, false)
 		defer d.scratch.Put(wp)
@@ -641,8 +668,12 @@ func (d *CPU) Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int) {
 				if b != nil {
 					bb = Wrap(d, b.Data[c0:c1], c1-c0)
 				}
+				var rr []float32
+				if res != nil {
+					rr = res.Data[(i*cout+c0)*hw : (i*cout+c1)*hw]
+				}
 				d.conv3x3(y.Data[(i*cout+c0)*hw:(i*cout+c1)*hw], x.Data[i*cin*hw:(i+1)*cin*hw],
-					(*wp)[c0*cin*9:], bb, cin, c1-c0, h, wd, *sp)
+					(*wp)[c0*cin*9:], bb, rr, cin, c1-c0, h, wd, *sp)
 			}
 		})
 		return
@@ -768,7 +799,7 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 					continue
 				}
 				if direct {
-					d.conv3x3(dxb, dyb, *wtp, nil, cout, cin, h, wd, dscratch)
+					d.conv3x3(dxb, dyb, *wtp, nil, nil, cout, cin, h, wd, dscratch)
 					continue
 				}
 				d.sgemm1(true, false, kk, hw, cout, 1, w.Data, kk, dyb, hw, 0, dcol, hw)

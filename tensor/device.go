@@ -117,4 +117,6 @@ type ConvDevice interface {
 	Conv2dForward(y, x, w, b *Tensor, n, cin, cout, h, wd, k int)
 	// Conv2dBackward adds to dw and db and, when dx is not nil, sets dx.
 	Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, k int)
+	// Conv2dForwardAdd is Conv2dForward plus a residual res [n,cout,h,w] (which may be y itself) added to y.
+	Conv2dForwardAdd(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int)
 }

@@ -45,8 +45,8 @@ void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi);
 long k_conv3x3_packed_len(long cout, long cin);
 long k_conv3x3_scratch_len(long cin, long cout, long h, long w);
 void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip);
-void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, long cin, long cout, long h, long w,
-               float *scratch);
+void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, const float *res, long cin, long cout,
+               long h, long w, float *scratch);
 extern int k_conv3x3_cap;
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w);
 void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
