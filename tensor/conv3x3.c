@@ -6,6 +6,8 @@
 // channels at a time, in registers, straight from P (the two columns per row that fall in the border are computed
 // and dropped). Weights are packed once per call as [cout/CB][cin][9][CB] so that the CB weights of a tap are
 // adjacent.
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <immintrin.h>
 #include "kernels.h"
@@ -15,11 +17,12 @@
 
 static long plane_of(long h, long w) { return (h + 2) * (w + 2) + PB + 16; }
 static long npos_of(long h, long w) { return (h * (w + 2) + PB - 1) / PB * PB; }
+static long nvec_of(long h, long w) { return (h * w + 15) / 16; }
 
 long k_conv3x3_packed_len(long cout, long cin) { return (cout + CB - 1) / CB * CB * cin * 9; }
 
 long k_conv3x3_scratch_len(long cin, long cout, long h, long w) {
-	return cin * plane_of(h, w) + (cout + CB - 1) / CB * CB * npos_of(h, w);
+	return cin * plane_of(h, w) + (cout + CB - 1) / CB * CB * npos_of(h, w) + (nvec_of(h, w) * 10 + 1) / 2;
 }
 
 // k_conv3x3_pack packs w [cout][cin][3][3]. With flip it packs the kernel of the input gradient instead, the
@@ -168,6 +171,150 @@ __attribute__((target_clones("avx2", "default"))) static void block_generic(floa
 		}
 }
 
+// On maps narrower than 16 the AVX-512 forward works on the unpadded image instead (no copy into a bordered
+// buffer, no border columns computed and dropped; on an 8×8 map those are a third of the padded grid): output position p = y·w + x reads x[p + (ky−1)·w + (kx−1)] for tap (ky, kx), a masked
+// load whose mask clears the lanes where that tap falls outside the image (left or right of the row, above the
+// first row or below the last; masked-off lanes are never read, so the addresses outside the plane do not fault).
+// The masks depend only on (h, w): one __mmask16 per tap and vector of 16 positions, built once per shape and
+// kept (mask_table). Blocks are up to three vectors (48 positions) by 8 output channels; the last block of a
+// plane takes what is left, so an 8×8 map computes 64 positions, not the 96 of its padded-width grid. Wider maps
+// keep the bordered copy: their planes are 1, 4, 16 KB apart, so reading a block's window in place from every
+// input channel hits the same few L1 sets (the copy's pitch is not a power of two), which cost more than the copy.
+
+#define MT_SLOTS 64
+static struct {
+	long h, w;
+	__mmask16 *m; // published last (release), read first (acquire)
+} mt_cache[MT_SLOTS];
+static pthread_mutex_t mt_mu = PTHREAD_MUTEX_INITIALIZER;
+
+// mask_fill sets m[v·9 + k] for every vector v of the plane: bit l set when position 16v + l is in the image and
+// tap k of it lands inside the image too. m[nvec·9 + v] is the store mask (position in the image).
+static void mask_fill(__mmask16 *m, long h, long w) {
+	long nv = nvec_of(h, w), hw = h * w;
+	for (long v = 0; v < nv; v++) {
+		unsigned mk[9] = {0}, st = 0;
+		for (int l = 0; l < 16; l++) {
+			long p = 16 * v + l;
+			if (p >= hw) break;
+			long y = p / w, x = p % w;
+			st |= 1u << l;
+			for (int k = 0; k < 9; k++) {
+				long yy = y + k / 3 - 1, xx = x + k % 3 - 1;
+				if (yy >= 0 && yy < h && xx >= 0 && xx < w) mk[k] |= 1u << l;
+			}
+		}
+		for (int k = 0; k < 9; k++) m[v * 9 + k] = (__mmask16)mk[k];
+		m[nv * 9 + v] = (__mmask16)st;
+	}
+}
+
+static long mask_len(long h, long w) { return nvec_of(h, w) * 10; }
+
+// mask_table returns the masks of (h, w), building them the first time; NULL if the cache is full (the caller
+// then builds them in its own scratch).
+static const __mmask16 *mask_table(long h, long w) {
+	for (int i = 0; i < MT_SLOTS; i++) {
+		__mmask16 *m = __atomic_load_n(&mt_cache[i].m, __ATOMIC_ACQUIRE);
+		if (!m) break;
+		if (mt_cache[i].h == h && mt_cache[i].w == w) return m;
+	}
+	const __mmask16 *out = NULL;
+	pthread_mutex_lock(&mt_mu);
+	for (int i = 0; i < MT_SLOTS; i++) {
+		__mmask16 *m = mt_cache[i].m;
+		if (m && mt_cache[i].h == h && mt_cache[i].w == w) {
+			out = m;
+			break;
+		}
+		if (!m) {
+			m = malloc((size_t)mask_len(h, w) * sizeof *m);
+			if (!m) break;
+			mask_fill(m, h, w);
+			mt_cache[i].h = h;
+			mt_cache[i].w = w;
+			__atomic_store_n(&mt_cache[i].m, m, __ATOMIC_RELEASE);
+			out = m;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&mt_mu);
+	return out;
+}
+
+// blockm computes output channels [0, nco) (nco ≤ CB) at the NV vectors of positions from p0 and stores them, plus
+// the bias and the residual, into y [co][hw]. x is the image's first input channel [cin][hw]; mk its 9·NV tap masks
+// (vector-major), st its NV store masks; wb the packed weights of the block, [cin][9][CB].
+__attribute__((target("avx512f"), always_inline)) static inline void blockm(float *y, const float *res, long hw,
+                                                                          const float *bias, long nco,
+                                                                          const float *x, long p0, int NV,
+                                                                          const __mmask16 *mk, const __mmask16 *st,
+                                                                          const float *wb, long cin, long w) {
+	__m512 a[CB][3];
+#pragma GCC unroll 8
+	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
+	const float *s = x + p0;
+	for (long i = 0; i < cin; i++, s += hw, wb += 9 * CB) {
+		// The input is read in place, channel plane after channel plane, which the hardware prefetchers do not
+		// follow: fetch what the next block of positions will read below this block's window.
+#pragma GCC unroll 3
+		for (int v = 0; v < 3; v++) _mm_prefetch((const char *)(s + 48 + w + 1 + 16 * v), _MM_HINT_T0);
+#pragma GCC unroll 9
+		for (int k = 0; k < 9; k++) {
+			const float *q = s + (k / 3 - 1) * w + (k % 3 - 1);
+			__m512 xv[3];
+#pragma GCC unroll 3
+			for (int v = 0; v < 3; v++)
+				if (v < NV) xv[v] = _mm512_maskz_loadu_ps(mk[v * 9 + k], q + 16 * v);
+#pragma GCC unroll 8
+			for (int j = 0; j < CB; j++) {
+				__m512 wv = _mm512_set1_ps(wb[k * CB + j]);
+#pragma GCC unroll 3
+				for (int v = 0; v < 3; v++)
+					if (v < NV) a[j][v] = _mm512_fmadd_ps(wv, xv[v], a[j][v]);
+			}
+		}
+	}
+#pragma GCC unroll 8
+	for (int j = 0; j < CB; j++) {
+		if (j < nco) {
+			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
+			float *yj = y + j * hw + p0;
+			const float *rj = res ? res + j * hw + p0 : NULL;
+#pragma GCC unroll 3
+			for (int v = 0; v < 3; v++)
+				if (v < NV) {
+					__m512 o = _mm512_add_ps(a[j][v], bv);
+					if (rj) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(st[v], rj + 16 * v));
+					_mm512_mask_storeu_ps(yj + 16 * v, st[v], o);
+				}
+		}
+	}
+}
+
+__attribute__((target("avx512f"))) static void conv_unpadded(float *y, const float *x, const float *wp,
+                                                             const float *bias, const float *res, long cin,
+                                                             long cout, long h, long w, const __mmask16 *m) {
+	long hw = h * w, nv = nvec_of(h, w), nb = (cout + CB - 1) / CB;
+	const __mmask16 *st = m + nv * 9;
+	for (long v0 = 0; v0 < nv; v0 += 3) {
+		int k = nv - v0 < 3 ? (int)(nv - v0) : 3;
+		for (long b = 0; b < nb; b++) {
+			long c0 = b * CB, nco = cout - c0 < CB ? cout - c0 : CB;
+			float *yb = y + c0 * hw;
+			const float *rb = res ? res + c0 * hw : NULL, *bb = bias ? bias + c0 : NULL;
+			const float *wb = wp + b * cin * 9 * CB;
+			const __mmask16 *mk = m + v0 * 9, *sv = st + v0;
+			if (k == 3)
+				blockm(yb, rb, hw, bb, nco, x, 16 * v0, 3, mk, sv, wb, cin, w);
+			else if (k == 2)
+				blockm(yb, rb, hw, bb, nco, x, 16 * v0, 2, mk, sv, wb, cin, w);
+			else
+				blockm(yb, rb, hw, bb, nco, x, 16 * v0, 1, mk, sv, wb, cin, w);
+		}
+	}
+}
+
 int k_conv3x3_cap = 2; // the widest blocks to use: 2 AVX-512, 1 AVX2, 0 portable (tests lower it)
 
 // isa_upto is the widest block this CPU has, at most cap (2 AVX-512, 1 AVX2 with FMA, 0 portable).
@@ -206,8 +353,18 @@ void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, con
                long h, long w, float *scratch) {
 	long rw = w + 2, plane = plane_of(h, w), np = npos_of(h, w), nb = (cout + CB - 1) / CB;
 	float *P = scratch, *Y = scratch + cin * plane;
-	pad_image(P, x, cin, h, w, plane);
 	int level = isa();
+	if (level == 2 && w < 16) {
+		const __mmask16 *m = mask_table(h, w);
+		if (!m) {
+			__mmask16 *own = (__mmask16 *)scratch;
+			mask_fill(own, h, w);
+			m = own;
+		}
+		conv_unpadded(y, x, wp, bias, res, cin, cout, h, w, m);
+		return;
+	}
+	pad_image(P, x, cin, h, w, plane);
 	if (level == 2) {
 		// Straight into y: no intermediate grid, no compaction pass.
 		out_map om;
