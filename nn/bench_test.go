@@ -16,7 +16,7 @@ import (
 func BenchmarkConv2d3x3(b *testing.B) {
 	for _, sh := range []struct{ n, cin, cout, hw int }{
 		{16, 32, 32, 32}, {16, 64, 64, 16}, {16, 64, 64, 8}, {16, 128, 64, 16}, {32, 64, 64, 32}, {8, 128, 128, 32},
-		{1, 64, 64, 32}, // one image (decoding a single file): output channels split over the cores
+		{16, 128, 128, 4}, {1, 64, 64, 32}, // one image (decoding a single file): output channels split over the cores
 	} {
 		for _, path := range []string{"direct", "im2col"} {
 			d := tensor.NewCPU(2)

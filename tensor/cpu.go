@@ -77,13 +77,14 @@ func (d *CPU) DirectConvTime() time.Duration { return time.Duration(d.convNanos.
 // input gradient): on CPUs with AVX-512 or AVX2 (elsewhere the portable blocks lose to im2col + GEMM), and not
 // below 8 columns, where the two border columns they compute and drop cost more than im2col does.
 func (d *CPU) directConv(k, w int) bool {
-	return k == 3 && w >= 8 && !d.im2colConv && (directLevel >= 1 || directForced)
+	return k == 3 && w >= minDirectWidth() && !d.im2colConv && (directLevel >= 1 || directForced)
 }
 
 // directConvDW says whether the weight gradient of such a convolution goes through its direct kernel, which has
-// an AVX-512 block only.
+// an AVX-512 block only and works on the padded grid (on maps under 8 wide most of that grid is border: im2col +
+// GEMM is faster there).
 func (d *CPU) directConvDW(k, w int) bool {
-	return d.directConv(k, w) && (directLevel >= 2 || directForced)
+	return d.directConv(k, w) && w >= 8 && (directLevel >= 2 || directForced)
 }
 
 var (
@@ -840,4 +841,13 @@ func (p *scratchPool) Put(b *[]float32) {
 		return
 	}
 	p.classes[c].Put(b)
+}
+
+// minDirectWidth is the narrowest map the direct 3×3 kernels take: 4 where the AVX-512 forward reads narrow maps
+// in place (no padded grid, so a 4×4 map is one vector of 16 positions), else 8.
+func minDirectWidth() int {
+	if directLevel >= 2 && !directForced {
+		return 4
+	}
+	return 8
 }
