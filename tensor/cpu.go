@@ -75,7 +75,7 @@ func (d *CPU) DirectConvTime() time.Duration { return time.Duration(d.convNanos.
 
 // directConv says whether a 3×3 convolution over maps w pixels wide goes through the direct kernels (forward and
 // input gradient): on CPUs with AVX-512 or AVX2 (elsewhere the portable blocks lose to im2col + GEMM), and not
-// below 8 columns, where the two border columns they compute and drop cost more than im2col does.
+// below minDirectWidth columns.
 func (d *CPU) directConv(k, w int) bool {
 	return k == 3 && w >= minDirectWidth() && !d.im2colConv && (directLevel >= 1 || directForced)
 }
@@ -819,17 +819,27 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 }
 
 // scratchPool keeps reusable host buffers by power-of-two size class, so kernels that need temporary space do not
-// allocate in a steady training step.
+// allocate in a steady training step. It is a plain free list, not a sync.Pool: a sync.Pool is emptied by every
+// garbage collection, and the fresh multi-megabyte buffers that followed cost page faults and zeroing on each step.
 type scratchPool struct {
-	classes [48]sync.Pool
+	mu      sync.Mutex
+	classes [48][]*[]float32
 }
+
+// scratchKeep bounds the idle buffers kept per size class (more are dropped for the collector).
+const scratchKeep = 16
 
 func (p *scratchPool) get(n int) *[]float32 {
 	c := bits.Len(uint(max(n, 1) - 1))
-	if v, ok := p.classes[c].Get().(*[]float32); ok {
+	p.mu.Lock()
+	if k := len(p.classes[c]); k > 0 {
+		v := p.classes[c][k-1]
+		p.classes[c] = p.classes[c][:k-1]
+		p.mu.Unlock()
 		*v = (*v)[:n]
 		return v
 	}
+	p.mu.Unlock()
 	b := make([]float32, n, 1<<c)
 	return &b
 }
@@ -840,7 +850,11 @@ func (p *scratchPool) Put(b *[]float32) {
 	if 1<<c != cap(*b) {
 		return
 	}
-	p.classes[c].Put(b)
+	p.mu.Lock()
+	if len(p.classes[c]) < scratchKeep {
+		p.classes[c] = append(p.classes[c], b)
+	}
+	p.mu.Unlock()
 }
 
 // minDirectWidth is the narrowest map the direct 3×3 kernels take: 4 where the AVX-512 forward reads narrow maps
