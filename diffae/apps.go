@@ -305,6 +305,10 @@ type SampleOptions struct {
 // DefaultMinProb is the paper's acceptance threshold for few-shot conditional sampling (§5.6).
 const DefaultMinProb = 0.5
 
+// ErrRejectionExhausted is returned (wrapped) when rejection sampling used up its draws: with the same seed a
+// retry draws the same codes, so only a laxer threshold, another classifier or more draws can help.
+var ErrRejectionExhausted = errors.New("rejection sampling ran out of draws")
+
 func (o *SampleOptions) fill() {
 	if o.LatentSteps <= 0 {
 		o.LatentSteps = DefaultSteps
@@ -373,7 +377,7 @@ func RejectionSample(ctx context.Context, n, d int, draw func(k int) ([]float32,
 			return z, drawn, err
 		}
 		if drawn >= maxDraws {
-			return z, drawn, fmt.Errorf("rejection sampling: %d of %d accepted after %d draws", len(z)/d, n, drawn)
+			return z, drawn, fmt.Errorf("%w: %d of %d accepted after %d draws", ErrRejectionExhausted, len(z)/d, n, drawn)
 		}
 		k := min(batch, maxDraws-drawn)
 		cand, err := draw(k)

@@ -2,6 +2,7 @@ package diffae
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -272,7 +273,7 @@ func testRejectionSample(t *testing.T, minProb, wantRate, wantMean float64) {
 	}
 
 	never := func([]float32) float64 { return minProb - 0.01 }
-	if _, drawn, err := RejectionSample(context.Background(), 5, d, draw, never, src, 64, 500, minProb); err == nil || drawn != 500 {
+	if _, drawn, err := RejectionSample(context.Background(), 5, d, draw, never, src, 64, 500, minProb); !errors.Is(err, ErrRejectionExhausted) || drawn != 500 {
 		t.Errorf("never-accepting classifier: drawn %d, err %v; want an error after 500 draws", drawn, err)
 	}
 }

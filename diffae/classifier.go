@@ -411,7 +411,20 @@ func SaveClassifiers(path string, cs []*Classifier) error {
 			return fmt.Errorf("save %s: %w", path, err)
 		}
 	}
-	b, err := json.Marshal(classifierFile{Version: 1, Classifiers: cs})
+	// JSON has no NaN or infinity: a metric that is not a finite number (the AUROC of a held-out share without
+	// positives, say) is left out of the file rather than failing the save.
+	out := make([]*Classifier, len(cs))
+	for i, c := range cs {
+		cc := *c
+		cc.Metrics = make(map[string]float64, len(c.Metrics))
+		for k, v := range c.Metrics {
+			if !math.IsNaN(v) && !math.IsInf(v, 0) {
+				cc.Metrics[k] = v
+			}
+		}
+		out[i] = &cc
+	}
+	b, err := json.Marshal(classifierFile{Version: 1, Classifiers: out})
 	if err != nil {
 		return fmt.Errorf("save %s: %w", path, err)
 	}

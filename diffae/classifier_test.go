@@ -144,4 +144,20 @@ func TestClassifierSaveLoad(t *testing.T) {
 	if _, err := LoadClassifier(path, "shoe"); !errors.Is(err, ErrNoClassifier) {
 		t.Errorf("missing attribute: err %v, want ErrNoClassifier", err)
 	}
+	// A metric that is not a number (the AUROC of a held-out share without positives) is left out, not fatal.
+	c := *a
+	c.Metrics = map[string]float64{"auroc": math.NaN(), "accuracy": 0.9, "x": math.Inf(1)}
+	if err := c.Save(path); err != nil {
+		t.Fatalf("save with a NaN metric: %v", err)
+	}
+	got, err = LoadClassifier(path, "coat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := got.Metrics["auroc"]; ok || got.Metrics["accuracy"] != 0.9 || len(got.Metrics) != 1 {
+		t.Errorf("metrics after a save with NaN and Inf: %v, want accuracy only", got.Metrics)
+	}
+	if math.IsNaN(c.Metrics["auroc"]) == false {
+		t.Error("Save changed the caller's metrics")
+	}
 }

@@ -53,7 +53,7 @@ func (c *Conv2d) Forward(x *tensor.Tensor) *tensor.Tensor {
 
 // ForwardAdd computes the convolution of x plus res [N, Cout, H, W] (a residual connection; its gradient is the
 // output's, which Backward leaves to the caller). Devices with their own convolution add res as they store the
-// output; others add it afterwards.
+// output; others add it afterwards, so res must not be this layer's own output tensor from an earlier call.
 func (c *Conv2d) ForwardAdd(x, res *tensor.Tensor) *tensor.Tensor {
 	if len(x.Shape) != 4 || x.Shape[1] != c.Cin {
 		shapeFail(c.Name, x, "[N, %d, H, W]", c.Cin)

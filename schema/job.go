@@ -133,6 +133,7 @@ type Sample struct {
 	Seed        int64  `json:"seed"`
 	Attribute   string `json:"attribute,omitempty"`
 	// MinProb is the acceptance threshold of conditional sampling (0: the paper's 0.5); only with Attribute.
+	// Workers from before this field refuse jobs that carry it (unknown field) rather than ignore it.
 	MinProb float64 `json:"min_prob,omitempty"`
 }
 
@@ -488,7 +489,7 @@ func (j *Interpolate) DedupKey() string {
 // DedupKey identifies the job's effect.
 func (j *Sample) DedupKey() string {
 	key := fmt.Sprintf("sample/%s/s%d/n%d/t%d/l%d/%s", j.Model, j.Seed, j.Count, j.Steps, j.LatentSteps, j.Attribute)
-	if j.MinProb != 0 {
+	if j.MinProb != 0 && j.MinProb != 0.5 { // 0.5 is what 0 means: the same job
 		key += "/p" + strconv.FormatFloat(j.MinProb, 'g', -1, 64)
 	}
 	return key

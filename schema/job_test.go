@@ -101,6 +101,17 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 	}
 }
 
+// A threshold of 0.5 is what an absent one means: the same job, the same key.
+func TestSampleMinProbKey(t *testing.T) {
+	t.Parallel()
+	base := Sample{Header: Header{Model: "m"}, Count: 4, Steps: 10, LatentSteps: 10, Seed: 1, Attribute: "bag"}
+	half, strict := base, base
+	half.MinProb, strict.MinProb = 0.5, 0.9
+	if base.DedupKey() != half.DedupKey() || base.DedupKey() == strict.DedupKey() {
+		t.Errorf("keys: none %q, 0.5 %q, 0.9 %q", base.DedupKey(), half.DedupKey(), strict.DedupKey())
+	}
+}
+
 func TestMarshalValidates(t *testing.T) {
 	t.Parallel()
 	_, err := Marshal(&Encode{Header: Header{Model: "fm32"}, ImageHash: "abc"})

@@ -136,7 +136,7 @@ func NewCPU(threads int) *CPU {
 	}
 	blasInit.Do(func() { blasCore = C.GoString(C.dae_openblas_core()) })
 	C.openblas_set_num_threads(1)
-	return &CPU{threads: threads}
+	return &CPU{threads: threads, scratch: scratchPool{threads: threads}}
 }
 
 // The OpenBLAS kernel choice is process-wide and made once.
@@ -823,11 +823,19 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 // garbage collection, and the fresh multi-megabyte buffers that followed cost page faults and zeroing on each step.
 type scratchPool struct {
 	mu      sync.Mutex
+	threads int
 	classes [48][]*[]float32
 }
 
-// scratchKeep bounds the idle buffers kept per size class (more are dropped for the collector).
-const scratchKeep = 16
+// scratchKeep bounds the idle buffers kept per size class (more are dropped for the collector): enough for every
+// thread of a parallel kernel to hand its buffers back, and no more than two of the very large classes (64 Mi
+// floats and up, the whole-batch im2col matrices), which would otherwise stay held for the life of the process.
+func scratchKeep(class, threads int) int {
+	if class >= 26 {
+		return 2
+	}
+	return max(16, 4*threads)
+}
 
 func (p *scratchPool) get(n int) *[]float32 {
 	c := bits.Len(uint(max(n, 1) - 1))
@@ -851,7 +859,7 @@ func (p *scratchPool) Put(b *[]float32) {
 		return
 	}
 	p.mu.Lock()
-	if len(p.classes[c]) < scratchKeep {
+	if len(p.classes[c]) < scratchKeep(c, p.threads) {
 		p.classes[c] = append(p.classes[c], b)
 	}
 	p.mu.Unlock()

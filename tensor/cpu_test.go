@@ -87,6 +87,17 @@ func TestSiLUAccuracy(t *testing.T) {
 			t.Fatalf("silu'(%g) = %g, want %g", v, dx.Data[i], dwant)
 		}
 	}
+	// Far outside the clamps the derivative stays finite: 0 below, 1 above (the term x·e^−x is formed on a clamped x).
+	far := d.New(4)
+	copy(far.Data, []float32{-6200, -1e30, 6e37, 1e4})
+	fdy, fdx := d.New(4), d.New(4)
+	copy(fdy.Data, []float32{1, 0, 1, 1})
+	d.SiLUBackward(fdx, far, fdy)
+	for i, want := range []float64{0, 0, 1, 1} {
+		if got := float64(fdx.Data[i]); math.IsNaN(got) || math.Abs(got-want) > 1e-6 {
+			t.Errorf("silu'(%g)·%g = %g, want %g", far.Data[i], fdy.Data[i], got, want)
+		}
+	}
 	sm := d.New(3, 4)
 	copy(sm.Data, []float32{0, 0, 0, 0, 1000, 0, -1000, 0, 1, 2, 3, 4})
 	d.Softmax(sm, sm, 3, 4)

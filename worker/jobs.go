@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -381,6 +382,9 @@ func (w *Worker) sample(ctx context.Context, m *diffae.Model, j *schema.Sample) 
 			return output{}, err
 		}
 		_, _, x, _, err = m.SampleConditional(ctx, c, n, o)
+	}
+	if errors.Is(err, diffae.ErrRejectionExhausted) {
+		return output{}, permanent(fmt.Errorf("sample %d images: %w (the draws are seeded: a retry would repeat them)", n, err))
 	}
 	if err != nil {
 		return output{}, fmt.Errorf("sample %d images: %w", n, err)

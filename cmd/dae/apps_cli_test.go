@@ -197,6 +197,7 @@ func TestAppsTiny(t *testing.T) {
 		{"two edits", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--target-logit", "1", imgs[0]}, "exactly one"},
 		{"no edit", runManipulate, []string{"--model", model, "--classifier", cls, imgs[0]}, "exactly one"},
 		{"unknown target", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "mean", imgs[0]}, "median, p75, p90, p95"},
+		{"threshold without condition", runSample, []string{"--model", model, "--min-prob", "0.9"}, "--min-prob without --condition"},
 		{"threshold", runSample, []string{"--model", model, "--condition", "odd=positive", "--classifier", cls, "--min-prob", "1"}, "--min-prob 1"},
 		{"unknown attribute", runManipulate, []string{"--model", model, "--classifier", cls, "--attribute", "even", "--scale", "1", imgs[0]}, "no classifier"},
 		{"other model", runManipulate, []string{"--model", other, "--classifier", cls, "--scale", "1", imgs[0]}, "trained on model"},

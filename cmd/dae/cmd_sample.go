@@ -47,6 +47,9 @@ func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, e
 		return nil, fmt.Errorf("%w: --min-prob %g: want a probability strictly between 0 and 1", errUsage, *f.minProb)
 	}
 	if *f.condition == "" {
+		if *f.minProb != diffae.DefaultMinProb {
+			return nil, fmt.Errorf("%w: --min-prob without --condition attribute=positive", errUsage)
+		}
 		if *f.classifier != "" {
 			return nil, fmt.Errorf("%w: --classifier without --condition attribute=positive", errUsage)
 		}
