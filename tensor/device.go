@@ -109,7 +109,8 @@ type Device interface {
 
 // ConvDevice is implemented by devices with a convolution of their own. The CPU's works image by image: 3×3
 // convolutions on maps 8 pixels wide and more run direct kernels (no im2col matrix, no GEMM packing) for the
-// output, input gradient and weight gradient where the CPU has AVX-512, for the first two where it has AVX2;
+// output, input gradient and weight gradient where the CPU has AVX-512 (maps 4 to 7 wide too, for the first
+// two), for the first two where it has AVX2;
 // everything else runs im2col + GEMM with the matrix in cache. Devices without one get whole-batch im2col and one
 // GEMM from the layer (package nn).
 type ConvDevice interface {
