@@ -8,12 +8,8 @@ import (
 	"dae/tensor"
 )
 
-// FLOPs per image of the reference models (convolutions, linears, attention products), from the project's
-// measurements of the authors' code.
-var refFLOPs = map[string]struct{ dec, enc float64 }{
-	"fm32":     {0.946e9, 0.158e9},
-	"celeba64": {26.7e9, 3.07e9},
-}
+// FLOPs per image of the reference models: ReferenceFLOPs (also used by dae bench).
+var refFLOPs = ReferenceFLOPs
 
 func benchModel(b *testing.B, preset string) (*Model, *tensor.Tensor, *tensor.Tensor) {
 	cfg, err := Preset(preset)
@@ -22,7 +18,7 @@ func benchModel(b *testing.B, preset string) (*Model, *tensor.Tensor, *tensor.Te
 	}
 	cfg.LatentNet = nil
 	m := New(cpu, cfg, 1)
-	batch := map[string]int{"fm32": 16, "celeba64": 8}[preset]
+	batch := BenchBatch(preset)
 	rng := rand.New(rand.NewPCG(1, 2))
 	x := randTensor(rng, batch, cfg.InChannels, cfg.ImageSize, cfg.ImageSize)
 	z := randTensor(rng, batch, cfg.ZDim())
@@ -70,7 +66,7 @@ func BenchmarkDecoderForward(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					m.UNet.Forward(x, ts, z)
 				}
-				report(b, n*b.N, refFLOPs[p].dec, t)
+				report(b, n*b.N, refFLOPs[p].Decoder, t)
 			})
 		})
 	}
@@ -88,7 +84,7 @@ func BenchmarkEncoderForward(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					m.Enc.Forward(x)
 				}
-				report(b, n*b.N, refFLOPs[p].enc, t)
+				report(b, n*b.N, refFLOPs[p].Encoder, t)
 			})
 		})
 	}
@@ -125,7 +121,7 @@ func BenchmarkTrainStep(b *testing.B) {
 					}
 				}
 				f := refFLOPs[p]
-				report(b, n*b.N, 3*(f.dec+f.enc), t)
+				report(b, n*b.N, 3*(f.Decoder+f.Encoder), t)
 			})
 		})
 	}
