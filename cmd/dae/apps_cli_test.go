@@ -300,7 +300,7 @@ func TestEvalAppsTiny(t *testing.T) {
 		args []string
 		want string
 	}{
-		{runEvalManipulate, []string{"--classifier", cls, "--probe", cls, "--attributes", "Trouser,Bag", "--n", "3", "--target", "median", "--sheets", img}, "manipulate-Bag.png"},
+		{runEvalManipulate, []string{"--classifier", cls, "--probe", cls, "--attributes", "Trouser,Bag", "--n", "3", "--target", "median", "--sheets", img, "--pixel-probe", "200"}, "manipulate-Bag.png"},
 		{runEvalInterpolate, []string{"--baseline", baseline, "--pairs", "2", "--frames", "3", "--strips", img}, "interpolate-1.png"},
 		{runManipulate, []string{"--classifier", cls, "--attribute", "Bag", "--scale", "0.5", "--from-test", "0,1", "--out", img}, "test_00001_Pullover.png"},
 		{runInterpolate, []string{"--from-test", "2,3", "--frames", "3", "--out", filepath.Join(img, "strip.png")}, "strip.png"},

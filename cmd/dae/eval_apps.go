@@ -75,11 +75,16 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	data := fs.String("data", "", "Fashion-MNIST IDX directory (default: the Debian package's)")
 	sheets := fs.String("sheets", "", "directory for one contact sheet per attribute (input, reconstruction, edit; 8 images)")
 	anyModel := fs.Bool("any-model", false, "use classifiers trained on another checkpoint of the same network")
+	pixelProbe := fs.Int("pixel-probe", 0, "also judge the decoded edits by a ten-class linear probe on raw pixels, trained on this many "+
+		"training images (solved exactly, ridge 0.01): a verdict that does not go through the encoder the edits were steered by")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	if *clsPath == "" {
 		return fmt.Errorf("%w: dae eval manipulate --model M --classifier C (--target median|p90 | --target-logit L | --scale S)", errUsage)
+	}
+	if *pixelProbe < 0 {
+		return fmt.Errorf("%w: --pixel-probe %d: want a number of training images (0: none)", errUsage, *pixelProbe)
 	}
 	m, err := mf.load()
 	if err != nil {
@@ -99,6 +104,12 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var px *diffae.Probe
+	if *pixelProbe > 0 {
+		if px, err = trainPixelJudge(ctx, *data, m, *pixelProbe); err != nil {
+			return err
+		}
+	}
 	names := make([]string, 0, len(all))
 	for _, c := range all {
 		names = append(names, c.Attribute)
@@ -107,8 +118,8 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		names = strings.Split(*attrs, ",")
 	}
 	per := m.ImageSize()
-	fmt.Println("| attribute | n | scale (mean) | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| attribute | n | scale (mean) | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change | edit in target (pixel probe) |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, name := range names {
 		c, err := classifierFor(*clsPath, name, m, *anyModel)
 		if err != nil {
@@ -174,8 +185,18 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		if probe != nil {
 			ps = fmt.Sprintf("%.1f%%", 100*probeSucc/float64(k))
 		}
-		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f |\n", name, k, scale, 100*succ/float64(k), ps,
-			before, after, mse, off)
+		pxs := "–"
+		if px != nil {
+			hit := 0
+			for _, c := range px.Predict(r.X[k*per : 2*k*per]) {
+				if px.Classes[c] == name {
+					hit++
+				}
+			}
+			pxs = fmt.Sprintf("%.1f%%", 100*float64(hit)/float64(k))
+		}
+		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |\n", name, k, scale, 100*succ/float64(k), ps,
+			before, after, mse, off, pxs)
 		if *sheets != "" {
 			if err := writeEditSheet(ctx, *sheets, m, c, e, x0, z, xT, k, *mf.steps, *mf.batch); err != nil {
 				return err
@@ -184,6 +205,21 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	}
 	fmt.Println("\noff-direction change: ‖Δ − (Δ·u)u‖ / ‖z_rec‖ of the re-encoded edit against the re-encoded reconstruction, in the classifier's normalised space (u the direction moved along); lower means the rest of the content stayed put")
 	return nil
+}
+
+// trainPixelJudge fits the ten-class pixel probe that judges edited images without the encoder: one-vs-rest
+// logistic regressions on the first n training images' pixels, solved to convergence, with the ridge penalty and
+// std floor that `dae eval probe` found best for pixels.
+func trainPixelJudge(ctx context.Context, data string, m *diffae.Model, n int) (*diffae.Probe, error) {
+	train, err := loadImages(data, "train", m.Cfg.ImageSize, m.Cfg.InChannels)
+	if err != nil {
+		return nil, err
+	}
+	n = min(n, train.N)
+	per := train.Size()
+	fmt.Fprintf(os.Stderr, "training the pixel probe on %d training images…\n", n)
+	return diffae.TrainProbe(ctx, train.Data[:n*per], per, train.Labels[:n], train.ClassNames,
+		diffae.ProbeOptions{Exact: true, L2: 0.01, MinStd: 0.05})
 }
 
 // offDirection is the share of a code's normalised length by which an edit moved it off the attribute direction u.
