@@ -304,7 +304,7 @@ func TestEvalAppsTiny(t *testing.T) {
 		{runEvalInterpolate, []string{"--baseline", baseline, "--pairs", "2", "--frames", "3", "--strips", img}, "interpolate-1.png"},
 		{runManipulate, []string{"--classifier", cls, "--attribute", "Bag", "--scale", "0.5", "--from-test", "0,1", "--out", img}, "test_00001_Pullover.png"},
 		{runInterpolate, []string{"--from-test", "2,3", "--frames", "3", "--out", filepath.Join(img, "strip.png")}, "strip.png"},
-		{runEvalSample, []string{"--probe", cls, "--n", "3", "--steps-latent", "2", "--condition", "Trouser=positive", "--classifier", pu, "--sheet", filepath.Join(img, "s.png")}, "s.png"},
+		{runEvalSample, []string{"--probe", cls, "--n", "3", "--steps-latent", "2", "--condition", "Trouser=positive", "--classifier", pu, "--sheet", filepath.Join(img, "s.png"), "--pixel-probe", "200"}, "s.png"},
 	}
 	for _, r := range runs {
 		if err := r.run(ctx, append(slices.Clone(steps), r.args...)); err != nil {

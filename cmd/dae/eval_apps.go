@@ -350,11 +350,17 @@ func runEvalSample(ctx context.Context, args []string) error {
 	sf := addSampleFlags(fs, 100)
 	probePath := fs.String("probe", "", "classifier file with one classifier per class (dae classify with all labels)")
 	sheet := fs.String("sheet", "", "write the conditional (else unconditional) samples' contact sheet here")
+	data := fs.String("data", "", "Fashion-MNIST IDX directory for --pixel-probe (default: the Debian package's)")
+	pixelProbe := fs.Int("pixel-probe", 0, "also judge the samples by a ten-class linear probe on raw pixels, trained on this many "+
+		"training images: a verdict that does not go through the encoder")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
 	if *probePath == "" {
 		return fmt.Errorf("%w: dae eval sample --model M --probe P [--n N] [--condition attr=positive --classifier C]", errUsage)
+	}
+	if *pixelProbe < 0 {
+		return fmt.Errorf("%w: --pixel-probe %d: want a number of training images (0: none)", errUsage, *pixelProbe)
 	}
 	m, err := mf.load()
 	if err != nil {
@@ -368,7 +374,23 @@ func runEvalSample(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	var px *diffae.Probe
+	if *pixelProbe > 0 {
+		if px, err = trainPixelJudge(ctx, *data, m, *pixelProbe); err != nil {
+			return err
+		}
+	}
 	n := *sf.n
+	// pixelShare is the pixel probe's share of class name among the decoded samples x.
+	pixelShare := func(x []float32, name string) float64 {
+		var s float64
+		for _, c := range px.Predict(x) {
+			if px.Classes[c] == name {
+				s += 1 / float64(n)
+			}
+		}
+		return s
+	}
 	share := func(x []float32) ([]float64, error) {
 		z, err := semanticCodes(ctx, m, x, n, *mf.batch)
 		if err != nil {
@@ -400,11 +422,10 @@ func runEvalSample(ctx context.Context, args []string) error {
 		return err
 	}
 	var hc []float64
-	var zc []float32
+	var zc, xc []float32
 	xs := xu
 	if cond != nil {
 		var drawn int
-		var xc []float32
 		zc, xc, drawn, err = sf.draw(ctx, m, cond, n, *mf.steps, *mf.batch)
 		if err != nil {
 			return err
@@ -445,6 +466,10 @@ func runEvalSample(ctx context.Context, args []string) error {
 				fmt.Printf("target %q: %.1f%% of conditional samples against %.1f%% unconditionally\n", c.Attribute, 100*hc[k], 100*hu[k])
 				fmt.Printf("the probe on the sampled codes themselves (before decoding): %.1f%% conditional, %.1f%% unconditional\n",
 					100*codeShare(zc, k), 100*codeShare(zu, k))
+				if px != nil {
+					fmt.Printf("the pixel probe on the decoded samples (no encoder): %.1f%% conditional, %.1f%% unconditional\n",
+						100*pixelShare(xc, c.Attribute), 100*pixelShare(xu, c.Attribute))
+				}
 			}
 		}
 	}
