@@ -123,10 +123,16 @@ func TestTrainAndScore(t *testing.T) {
 			}
 		}
 		var met struct {
-			L2 float64 `json:"l2"`
+			L2     float64  `json:"l2"`
+			Median *float64 `json:"median_positive_logit"`
+			P95    *float64 `json:"positive_logit_p95"`
 		}
 		if json.Unmarshal(hist[0].Metrics, &met) != nil || met.L2 != diffae.DefaultClassifierL2 {
 			t.Errorf("%s v2: metrics %s do not record the default ridge penalty", res.Attribute, hist[0].Metrics)
+		}
+		// The logit targets that manipulate jobs may name.
+		if met.Median == nil || met.P95 == nil || *met.P95 < *met.Median {
+			t.Errorf("%s v2: metrics %s lack the median and the 95th percentile of the positives' logits, in order", res.Attribute, hist[0].Metrics)
 		}
 		if len(hist[0].Pattern) != len(hist[0].Weights) {
 			t.Errorf("%s v2: pattern of %d values for %d weights", res.Attribute, len(hist[0].Pattern), len(hist[0].Weights))

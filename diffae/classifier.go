@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"dae/diffae/metrics"
 )
@@ -37,6 +38,43 @@ const MetricMedianPositiveLogit = "median_positive_logit"
 // median, as Metrics entries named by MetricPositiveLogitQuantile ("positive_logit_p90" for 0.9): targets for
 // Eq. 11 deeper inside the class.
 var PositiveLogitQuantiles = []float64{0.75, 0.9, 0.95}
+
+// TargetNames are the names of the logit targets a classifier records: the median and the quantiles of its
+// training positives' logits ("median", "p75", "p90", "p95").
+func TargetNames() []string {
+	names := []string{"median"}
+	for _, q := range PositiveLogitQuantiles {
+		names = append(names, fmt.Sprintf("p%d", int(math.Round(100*q))))
+	}
+	return names
+}
+
+// TargetMetric names the Metrics entry holding the logit target called name (one of TargetNames; "p50" is the
+// median too).
+func TargetMetric(name string) (string, error) {
+	if name == "median" || name == "p50" {
+		return MetricMedianPositiveLogit, nil
+	}
+	for i, n := range TargetNames()[1:] {
+		if name == n {
+			return MetricPositiveLogitQuantile(PositiveLogitQuantiles[i]), nil
+		}
+	}
+	return "", fmt.Errorf("target %q: want one of %s", name, strings.Join(TargetNames(), ", "))
+}
+
+// TargetLogit is the logit the classifier's recorded target called name stands for.
+func (c *Classifier) TargetLogit(name string) (float64, error) {
+	key, err := TargetMetric(name)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := c.Metrics[key]
+	if !ok || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("classifier %q records no %s of its positives' logits (%s): retrain it", c.Attribute, name, key)
+	}
+	return v, nil
+}
 
 // MetricPositiveLogitQuantile names the Metrics entry of the q-quantile of the training positives' logits.
 func MetricPositiveLogitQuantile(q float64) string {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -110,10 +111,16 @@ type Decode struct {
 type Manipulate struct {
 	Header
 	ImageHash string  `json:"image_hash"`
-	Attribute string  `json:"attribute"` // the promoted classifier of this attribute is used
-	Scale     float64 `json:"scale"`     // step along the normalised direction; non-zero, |scale| ≤ 100
-	Steps     int     `json:"steps"`
+	Attribute string  `json:"attribute"`       // the promoted classifier of this attribute is used
+	Scale     float64 `json:"scale,omitempty"` // step along the normalised direction; non-zero, |scale| ≤ 100
+	// Target, instead of Scale, moves the code to a logit the classifier recorded (paper Eq. 11): "median" or a
+	// quantile of its training positives' logits, one of ManipulateTargets.
+	Target string `json:"target,omitempty"`
+	Steps  int    `json:"steps"`
 }
+
+// ManipulateTargets are the logit targets a manipulate job may name (the ones classifiers record).
+var ManipulateTargets = []string{"median", "p75", "p90", "p95"}
 
 // Interpolate asks for frames between two stored latents.
 type Interpolate struct {
@@ -406,7 +413,14 @@ func (j *Manipulate) Validate() error {
 	c.header(j.Header)
 	c.hash("image_hash", j.ImageHash)
 	c.name("attribute", j.Attribute, true)
-	c.scale("scale", j.Scale)
+	switch {
+	case j.Target == "":
+		c.scale("scale", j.Scale)
+	case j.Scale != 0:
+		c.fail("scale", "given with a target: give one of scale and target")
+	case !slices.Contains(ManipulateTargets, j.Target):
+		c.fail("target", "%q not one of %v", j.Target, ManipulateTargets)
+	}
 	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
 	return c.result()
 }
@@ -477,8 +491,11 @@ func (j *Decode) DedupKey() string {
 
 // DedupKey identifies the job's effect.
 func (j *Manipulate) DedupKey() string {
-	return fmt.Sprintf("manipulate/%s/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Attribute,
-		strconv.FormatFloat(j.Scale, 'g', -1, 64), j.Steps)
+	move := strconv.FormatFloat(j.Scale, 'g', -1, 64)
+	if j.Target != "" {
+		move = j.Target // not a number: cannot collide with a scale
+	}
+	return fmt.Sprintf("manipulate/%s/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Attribute, move, j.Steps)
 }
 
 // DedupKey identifies the job's effect.

@@ -205,10 +205,10 @@ func (w *Worker) render(ctx context.Context, m *diffae.Model, job schema.Job) (o
 	case *schema.Decode:
 		return w.decode(ctx, m, j.ImageHash, j.Noise, j.Seed, j.Steps)
 	case *schema.Manipulate:
-		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Steps)
+		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps)
 	case *schema.Regenerate:
 		if j.Op == schema.KindManipulate {
-			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Steps)
+			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, "", j.Steps)
 		}
 		return w.decode(ctx, m, j.ImageHash, "encoded", 0, j.Steps)
 	case *schema.Interpolate:
@@ -287,7 +287,7 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	// The weights are relative to the normalisation they were trained in: the one stored with them (the scheduled
 	// retraining records it) or else the model's latent statistics.
 	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std,
-		Pattern: row.Pattern}
+		Pattern: row.Pattern, Metrics: numericMetrics(row.Metrics)}
 	if row.Mean != nil && row.Std != nil {
 		c.Mean, c.Std = row.Mean, row.Std
 	}
@@ -307,10 +307,26 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	return c, nil
 }
 
+// numericMetrics reads the numbers of a stored classifier's metrics object (the logit targets among them); other
+// entries, and an unreadable object, are skipped.
+func numericMetrics(raw []byte) map[string]float64 {
+	var all map[string]any
+	if json.Unmarshal(raw, &all) != nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for k, v := range all {
+		if f, ok := v.(float64); ok {
+			out[k] = f
+		}
+	}
+	return out
+}
+
 // manipulate moves the normalised z_sem along the promoted classifier's direction and decodes it with the stored
 // x_T: z' = denorm(norm(z) + s·√d·u), u its pattern Σw/‖Σw‖ (as dae manipulate does by default), or, for a
 // version stored before patterns were recorded, its weight w/‖w‖ (the reference's).
-func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, steps int) (output, error) {
+func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, target string, steps int) (output, error) {
 	l, err := w.latent(ctx, m, hash)
 	if err != nil {
 		return output{}, err
@@ -323,7 +339,15 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 	if c.Pattern == nil {
 		along = diffae.AlongWeight
 	}
-	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, diffae.Edit{Scale: scale, Along: along}, diffae.DecodeOptions{Steps: steps})
+	e := diffae.Edit{Scale: scale, Along: along}
+	if target != "" {
+		v, err := c.TargetLogit(target)
+		if err != nil {
+			return output{}, permanent(fmt.Errorf("manipulate to %s: %w", target, err))
+		}
+		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}
+	}
+	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, e, diffae.DecodeOptions{Steps: steps})
 	if err != nil {
 		return output{}, fmt.Errorf("manipulate latent %d: %w", l.ID, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"image"
@@ -392,8 +393,10 @@ func TestOutputJobs(t *testing.T) {
 	// A version trained by the scheduled job records its pattern: manipulation moves along it.
 	pat := make([]float32, z)
 	pat[2] = 1 // w[2] = 1: the logit grows along it
+	// It records the median logit of its positives too (as the scheduled job does), a target manipulate jobs may name.
 	if _, err := e.st.AddClassifierVersion(ctx, store.ClassifierVersion{Classifier: store.Classifier{ModelID: e.model,
-		Attribute: "shoe", Weights: w, Promoted: true}, Pattern: pat}); err != nil {
+		Attribute: "shoe", Weights: w, Promoted: true, Metrics: json.RawMessage(`{"mode":"binary","median_positive_logit":1.5}`)},
+		Pattern: pat}); err != nil {
 		t.Fatal(err)
 	}
 	h := schema.Header{Model: e.model, Batch: batch + "-out"}
@@ -402,6 +405,7 @@ func TestOutputJobs(t *testing.T) {
 		&schema.Decode{Header: h, ImageHash: hashes[0], Steps: 3, Noise: "random", Seed: 5},
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "bag", Scale: 0.5, Steps: 3},
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Scale: 0.5, Steps: 3},
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Target: "median", Steps: 3},
 		&schema.Interpolate{Header: h, ImageHashA: hashes[0], ImageHashB: hashes[2], Frames: 4, Steps: 3},
 		&schema.Sample{Header: h, Count: 4, Steps: 3, LatentSteps: 3, Seed: 1},
 		&schema.Sample{Header: h, Count: 2, Steps: 3, LatentSteps: 3, Seed: 2, Attribute: "bag"},
@@ -410,6 +414,7 @@ func TestOutputJobs(t *testing.T) {
 	}
 	failing := []schema.Job{
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "smiling", Scale: 1, Steps: 3},
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Target: "p95", Steps: 3},
 		&schema.Decode{Header: h, ImageHash: strings.Repeat("ab", 32), Steps: 3, Noise: "encoded"},
 	}
 	for _, j := range append(append([]schema.Job{}, jobs...), failing...) {
@@ -434,7 +439,7 @@ func TestOutputJobs(t *testing.T) {
 			t.Errorf("%s: %v", j.DedupKey(), err)
 			continue
 		}
-		if mj, ok := j.(*schema.Manipulate); ok {
+		if mj, ok := j.(*schema.Manipulate); ok && mj.Target == "" {
 			edits[mj.Attribute] = data
 		}
 		img, err := png.Decode(bytes.NewReader(data))
@@ -463,7 +468,7 @@ func TestOutputJobs(t *testing.T) {
 	for _, f := range fails {
 		reasons += f.Error + "\n"
 	}
-	for _, want := range []string{`no promoted classifier for "smiling"`, "has no latent"} {
+	for _, want := range []string{`no promoted classifier for "smiling"`, "has no latent", "records no p95"} {
 		if !strings.Contains(reasons, want) {
 			t.Errorf("failures do not mention %q:\n%s", want, reasons)
 		}

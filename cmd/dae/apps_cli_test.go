@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"dae/schema"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -316,5 +317,12 @@ func TestEvalAppsTiny(t *testing.T) {
 	}
 	if err := runEval(ctx, []string{"sample"}); err == nil || !strings.Contains(err.Error(), "--probe") {
 		t.Errorf("dae eval sample without --probe: %v", err)
+	}
+}
+
+// The targets a manipulate job may name are the ones classifiers record.
+func TestManipulateTargetsMatch(t *testing.T) {
+	if got, want := schema.ManipulateTargets, diffae.TargetNames(); !slices.Equal(got, want) {
+		t.Errorf("schema.ManipulateTargets %v, diffae.TargetNames %v", got, want)
 	}
 }

@@ -18,7 +18,7 @@ func init() {
 const enqueueUsage = `usage:
   dae enqueue encode SOURCE --model M [--batch-name N] [--max-pixels P]
   dae enqueue decode --model M --image HASH [--steps 20] [--x-t encoded|random] [--seed S]
-  dae enqueue manipulate --model M --image HASH --attribute A --scale S [--steps 20]
+  dae enqueue manipulate --model M --image HASH --attribute A (--scale S | --target median|p75|p90|p95) [--steps 20]
   dae enqueue interpolate --model M --image HASH --image-b HASH [--frames 8] [--steps 20]
   dae enqueue sample --model M [--count 16] [--steps 20] [--latent-steps 50] [--seed S] [--attribute A [--min-prob P]]
 
@@ -46,6 +46,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 	attr := fs.String("attribute", "", "attribute (manipulate; sample: only that attribute, by rejection with its promoted classifier)")
 	minProb := fs.Float64("min-prob", 0, "acceptance threshold of conditional sampling (0: the paper's 0.5)")
 	scale := fs.Float64("scale", 0, "step along the attribute's direction (manipulate)")
+	target := fs.String("target", "", "instead of --scale: move to a logit the classifier recorded, median|p75|p90|p95 (manipulate)")
 	frames := fs.Int("frames", 8, "frames, both ends included (interpolate)")
 	count := fs.Int("count", 16, "images (sample)")
 	latentSteps := fs.Int("latent-steps", 50, "latent DDIM steps (sample)")
@@ -108,7 +109,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 	case schema.KindDecode:
 		job = &schema.Decode{Header: h, ImageHash: *image, Steps: *steps, Noise: *xt, Seed: *seed}
 	case schema.KindManipulate:
-		job = &schema.Manipulate{Header: h, ImageHash: *image, Attribute: *attr, Scale: *scale, Steps: *steps}
+		job = &schema.Manipulate{Header: h, ImageHash: *image, Attribute: *attr, Scale: *scale, Target: *target, Steps: *steps}
 	case schema.KindInterpolate:
 		job = &schema.Interpolate{Header: h, ImageHashA: *image, ImageHashB: *imageB, Frames: *frames, Steps: *steps}
 	case schema.KindSample:

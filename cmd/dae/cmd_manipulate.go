@@ -167,32 +167,14 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 	case f.targetLogit.set:
 		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v, Along: along}, nil
 	}
-	key, err := targetMetric(*f.target)
-	if err != nil {
-		return diffae.Edit{}, err
+	if _, err := diffae.TargetMetric(*f.target); err != nil {
+		return diffae.Edit{}, fmt.Errorf("%w: --target: %v", errUsage, err)
 	}
-	v, ok := c.Metrics[key]
-	if !ok || math.IsNaN(v) {
-		return diffae.Edit{}, fmt.Errorf("classifier %q records no %s of its positives' logits (%s); retrain it with dae classify or use --target-logit",
-			c.Attribute, *f.target, key)
+	v, err := c.TargetLogit(*f.target)
+	if err != nil {
+		return diffae.Edit{}, fmt.Errorf("%v, or use --target-logit", err)
 	}
 	return diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}, nil
-}
-
-// targetMetric names the classifier metric that --target t stands for: median or pNN for a recorded quantile.
-func targetMetric(t string) (string, error) {
-	if t == "median" || t == "p50" {
-		return diffae.MetricMedianPositiveLogit, nil
-	}
-	known := []string{"median"}
-	for _, q := range diffae.PositiveLogitQuantiles {
-		name := fmt.Sprintf("p%d", int(math.Round(100*q)))
-		if t == name {
-			return diffae.MetricPositiveLogitQuantile(q), nil
-		}
-		known = append(known, name)
-	}
-	return "", fmt.Errorf("%w: --target %q: want one of %s", errUsage, t, strings.Join(known, ", "))
 }
 
 // manipulation is the result of editing n codes at several fractions of the full edit.
