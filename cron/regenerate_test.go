@@ -2,6 +2,8 @@ package cron
 
 import (
 	"context"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,4 +163,65 @@ func TestRegenerationOncePerTick(t *testing.T) {
 		t.Errorf("re-running a tick: stream %d → %d messages, jobs %d → %d; want no change", before, after, stat.Total, stat2.Total)
 	}
 	t.Logf("%d ticks, %d regenerate jobs stored and published once each", len(runs), total)
+}
+
+// A definition may move each latent to a logit target instead of by a scale: it is stored and read back, a
+// definition with both is refused, and its jobs carry the target.
+func TestRegenerationTarget(t *testing.T) {
+	t.Parallel()
+	cfg := storetest.Config(t)
+	st := storetest.Open(t, cfg)
+	ctx := context.Background()
+	js := jetStream(t)
+	w := seedWorld(t, st, "synth", 200, 8, 2, 11)
+	w.label(t, st, 0, 60)
+	r0, err := NewRunner(st, nil, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r0.Train(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	def := store.Regeneration{ID: "deeper-b", ModelID: w.model, Attribute: w.names[0], MinScore: 0, MaxScore: 1,
+		MaxImages: 3, Op: schema.KindManipulate, OpAttribute: w.names[1], Target: "p95", Steps: 10, Enabled: true}
+	both := def
+	both.ID, both.Scale = "both-b", 0.5
+	if err := st.SaveRegeneration(ctx, both); err == nil || !strings.Contains(err.Error(), "scale") {
+		t.Errorf("a definition with a scale and a target: %v, want an error naming scale", err)
+	}
+	if err := st.SaveRegeneration(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetRegeneration(ctx, def.ID)
+	if err != nil || got.Target != "p95" || got.Scale != 0 || got.OpAttribute != def.OpAttribute {
+		t.Fatalf("read back %+v, %v; want target p95, no scale", got, err)
+	}
+	pub := &teePublisher{Publisher: NewJetStreamPublisher(st, js)}
+	r, err := NewRunner(st, pub, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := r.Regenerate(ctx, got, time.Now().Truncate(time.Second))
+	if err != nil || res.Enqueued != 3 || len(pub.jobs) != 3 {
+		t.Fatalf("regenerate: %+v, %v, %d published; want 3 jobs", res, err, len(pub.jobs))
+	}
+	for _, j := range pub.jobs {
+		if rj, ok := j.(*schema.Regenerate); !ok || rj.Target != "p95" || rj.Scale != 0 || !strings.Contains(rj.DedupKey(), "/p95/") {
+			t.Errorf("published %#v: want a regenerate job to p95", j)
+		}
+	}
+}
+
+// teePublisher publishes through its Publisher (JetStream) and keeps what passed.
+type teePublisher struct {
+	Publisher
+	mu   sync.Mutex
+	jobs []schema.Job
+}
+
+func (p *teePublisher) Publish(ctx context.Context, j schema.Job) error {
+	p.mu.Lock()
+	p.jobs = append(p.jobs, j)
+	p.mu.Unlock()
+	return p.Publisher.Publish(ctx, j)
 }

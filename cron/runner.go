@@ -528,6 +528,7 @@ func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick ti
 			Op:         def.Op,
 			Attribute:  def.OpAttribute,
 			Scale:      def.Scale,
+			Target:     def.Target,
 			Steps:      def.Steps,
 			Generation: run.ID,
 			Query:      def.ID,

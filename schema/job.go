@@ -150,7 +150,8 @@ type Regenerate struct {
 	ImageHash  string  `json:"image_hash"`
 	Op         Kind    `json:"op"`                  // KindDecode or KindManipulate
 	Attribute  string  `json:"attribute,omitempty"` // required when Op is manipulate
-	Scale      float64 `json:"scale,omitempty"`     // required when Op is manipulate
+	Scale      float64 `json:"scale,omitempty"`     // when Op is manipulate: this or Target
+	Target     string  `json:"target,omitempty"`    // when Op is manipulate, instead of Scale: one of ManipulateTargets
 	Steps      int     `json:"steps"`
 	Generation int64   `json:"generation"`      // ≥ 1; distinguishes one regeneration round from the next
 	Query      string  `json:"query,omitempty"` // the saved query that selected the latent, if any
@@ -355,6 +356,18 @@ func (c *checker) scale(field string, v float64) {
 	}
 }
 
+// moveBy checks how far a manipulation moves: a scale, or else a target, not both.
+func (c *checker) moveBy(scale float64, target string) {
+	switch {
+	case target == "":
+		c.scale("scale", scale)
+	case scale != 0:
+		c.fail("scale", "given with a target: give one of scale and target")
+	case !slices.Contains(ManipulateTargets, target):
+		c.fail("target", "%q not one of %v", clip(target), ManipulateTargets)
+	}
+}
+
 func (c *checker) text(field, v string, max int) {
 	if len(v) > max {
 		c.fail(field, "longer than %d bytes", max)
@@ -413,14 +426,7 @@ func (j *Manipulate) Validate() error {
 	c.header(j.Header)
 	c.hash("image_hash", j.ImageHash)
 	c.name("attribute", j.Attribute, true)
-	switch {
-	case j.Target == "":
-		c.scale("scale", j.Scale)
-	case j.Scale != 0:
-		c.fail("scale", "given with a target: give one of scale and target")
-	case !slices.Contains(ManipulateTargets, j.Target):
-		c.fail("target", "%q not one of %v", j.Target, ManipulateTargets)
-	}
+	c.moveBy(j.Scale, j.Target)
 	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
 	return c.result()
 }
@@ -467,9 +473,12 @@ func (j *Regenerate) Validate() error {
 		if j.Scale != 0 {
 			c.fail("scale", "set, but op is decode")
 		}
+		if j.Target != "" {
+			c.fail("target", "set, but op is decode")
+		}
 	case KindManipulate:
 		c.name("attribute", j.Attribute, true)
-		c.scale("scale", j.Scale)
+		c.moveBy(j.Scale, j.Target)
 	case "":
 		c.fail("op", "missing")
 	default:
@@ -514,6 +523,10 @@ func (j *Sample) DedupKey() string {
 
 // DedupKey identifies the job's effect.
 func (j *Regenerate) DedupKey() string {
+	move := strconv.FormatFloat(j.Scale, 'g', -1, 64)
+	if j.Target != "" {
+		move = j.Target
+	}
 	return fmt.Sprintf("regenerate/%s/%s/g%d/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Generation, j.Op, j.Attribute,
-		strconv.FormatFloat(j.Scale, 'g', -1, 64), j.Steps)
+		move, j.Steps)
 }

@@ -32,6 +32,8 @@ func TestParseRejectsNamingTheField(t *testing.T) {
 		{"sample threshold out of range", `{"v":1,"kind":"sample","model":"m","count":4,"steps":10,"latent_steps":10,"attribute":"bag","min_prob":1}`, `field "min_prob": 1: want a probability`},
 		{"manipulate target and scale", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"target":"p95","steps":10}`, `field "scale": given with a target`},
 		{"manipulate unknown target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"max","steps":10}`, `field "target": "max" not one of`},
+		{"regenerate decode with target", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","target":"p95","steps":10,"generation":1}`, `field "target": set, but op is decode`},
+		{"regenerate target and scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"target":"median","steps":10,"generation":1}`, `field "scale": given with a target`},
 		{"interpolate one frame", `{"v":1,"kind":"interpolate","model":"m","image_hash_a":"` + hashA + `","image_hash_b":"` + hashB + `","frames":1,"steps":10}`, `field "frames": 1 out of range 2..256`},
 		{"regenerate bad op", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"sample","steps":10,"generation":1}`, `field "op": "sample" not one of`},
 		{"regenerate manipulate needs attribute", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","scale":1,"steps":10,"generation":1}`, `field "attribute": missing`},
@@ -80,6 +82,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag"},
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag", MinProb: 0.9},
 		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Scale: 1, Steps: 20, Generation: 3},
+		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Target: "p90", Steps: 20, Generation: 3},
 	}
 	seen := map[string]bool{}
 	for _, j := range jobs {

@@ -440,7 +440,7 @@ WHERE s.classifier_id = c.id AND c.model_id = $1 AND NOT c.promoted AND c.attrib
 
 // Regeneration is a saved regeneration definition: which latents (the promoted classifier of Attribute scored them
 // within [MinScore, MaxScore], optionally only images of Batch, at most MaxImages, best first) and what to do with
-// each (Op decode, or manipulate along OpAttribute by Scale), with Steps DDIM steps.
+// each (Op decode, or manipulate along OpAttribute by Scale or to Target), with Steps DDIM steps.
 type Regeneration struct {
 	ID          string
 	ModelID     string
@@ -452,6 +452,7 @@ type Regeneration struct {
 	Op          schema.Kind // schema.KindDecode or schema.KindManipulate
 	OpAttribute string
 	Scale       float64
+	Target      string // instead of Scale: a logit target of the classifier (schema.ManipulateTargets)
 	Steps       int
 	Enabled     bool
 	CreatedAt   time.Time
@@ -483,7 +484,7 @@ func (r *Regeneration) Validate() error {
 	// The job message's own validation covers op, attribute, scale and steps.
 	probe := schema.Regenerate{Header: schema.Header{V: schema.Version, Kind: schema.KindRegenerate, Model: r.ModelID},
 		ImageHash: "0000000000000000000000000000000000000000000000000000000000000000", Op: r.Op,
-		Attribute: r.OpAttribute, Scale: r.Scale, Steps: r.Steps, Generation: 1, Query: r.ID}
+		Attribute: r.OpAttribute, Scale: r.Scale, Target: r.Target, Steps: r.Steps, Generation: 1, Query: r.ID}
 	return probe.Validate()
 }
 
@@ -492,23 +493,29 @@ func (s *Store) SaveRegeneration(ctx context.Context, r Regeneration) error {
 	if err := r.Validate(); err != nil {
 		return fmt.Errorf("store: save regeneration %q: %w", r.ID, err)
 	}
-	var opAttr *string
+	var opAttr, target *string
 	var scale *float64
 	if r.Op == schema.KindManipulate {
-		opAttr, scale = &r.OpAttribute, &r.Scale
+		opAttr = &r.OpAttribute
+		if r.Target != "" {
+			target = &r.Target
+		} else {
+			scale = &r.Scale
+		}
 	}
 	var batch *string
 	if r.BatchID != "" {
 		batch = &r.BatchID
 	}
 	_, err := s.pool.Exec(ctx, `
-INSERT INTO regenerations (id, model_id, attribute, min_score, max_score, batch_id, max_images, op, op_attribute, scale, steps, enabled)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+INSERT INTO regenerations (id, model_id, attribute, min_score, max_score, batch_id, max_images, op, op_attribute, scale, steps, enabled, target)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (id) DO UPDATE SET model_id = EXCLUDED.model_id, attribute = EXCLUDED.attribute, min_score = EXCLUDED.min_score,
     max_score = EXCLUDED.max_score, batch_id = EXCLUDED.batch_id, max_images = EXCLUDED.max_images, op = EXCLUDED.op,
     op_attribute = EXCLUDED.op_attribute, scale = EXCLUDED.scale, steps = EXCLUDED.steps, enabled = EXCLUDED.enabled,
-    updated_at = now()`,
-		r.ID, r.ModelID, r.Attribute, r.MinScore, r.MaxScore, batch, r.MaxImages, string(r.Op), opAttr, scale, r.Steps, r.Enabled)
+    target = EXCLUDED.target, updated_at = now()`,
+		r.ID, r.ModelID, r.Attribute, r.MinScore, r.MaxScore, batch, r.MaxImages, string(r.Op), opAttr, scale, r.Steps, r.Enabled,
+		target)
 	if err != nil {
 		return fmt.Errorf("store: save regeneration %s: %w", r.ID, err)
 	}
@@ -516,13 +523,13 @@ ON CONFLICT (id) DO UPDATE SET model_id = EXCLUDED.model_id, attribute = EXCLUDE
 }
 
 const regenerationColumns = `id, model_id, attribute, min_score, max_score, COALESCE(batch_id, ''), max_images, op,
-    COALESCE(op_attribute, ''), COALESCE(scale, 0), steps, enabled, created_at, updated_at`
+    COALESCE(op_attribute, ''), COALESCE(scale, 0), steps, enabled, created_at, updated_at, COALESCE(target, '')`
 
 func scanRegeneration(r pgx.Row) (Regeneration, error) {
 	var g Regeneration
 	var op string
 	err := r.Scan(&g.ID, &g.ModelID, &g.Attribute, &g.MinScore, &g.MaxScore, &g.BatchID, &g.MaxImages, &op,
-		&g.OpAttribute, &g.Scale, &g.Steps, &g.Enabled, &g.CreatedAt, &g.UpdatedAt)
+		&g.OpAttribute, &g.Scale, &g.Steps, &g.Enabled, &g.CreatedAt, &g.UpdatedAt, &g.Target)
 	g.Op = schema.Kind(op)
 	return g, err
 }

@@ -201,6 +201,7 @@ func cronDefine(ctx context.Context, args []string) error {
 	op := fs.String("op", "decode", "decode or manipulate")
 	opAttr := fs.String("op-attribute", "", "manipulate along this attribute's classifier")
 	scale := fs.Float64("scale", 0, "manipulation scale (non-zero, |scale| ≤ 100)")
+	target := fs.String("target", "", "instead of --scale: move to a logit the classifier recorded, median|p75|p90|p95")
 	steps := fs.Int("steps", 20, "DDIM steps")
 	disabled := fs.Bool("disabled", false, "save it disabled (regenerate jobs without a definition skip it)")
 	if err := fs.Parse(args); err != nil {
@@ -211,7 +212,7 @@ func cronDefine(ctx context.Context, args []string) error {
 	}
 	def := store.Regeneration{ID: name, ModelID: *model, Attribute: *attr, MinScore: float32(*minScore),
 		MaxScore: float32(*maxScore), BatchID: *batch, MaxImages: *limit, Op: schema.Kind(*op), OpAttribute: *opAttr,
-		Scale: *scale, Steps: *steps, Enabled: !*disabled}
+		Scale: *scale, Target: *target, Steps: *steps, Enabled: !*disabled}
 	if err := def.Validate(); err != nil {
 		return fmt.Errorf("%w: definition %q: %v", errUsage, name, err)
 	}
@@ -252,6 +253,9 @@ func cronList(ctx context.Context, args []string) error {
 		op := string(d.Op)
 		if d.Op == schema.KindManipulate {
 			op = fmt.Sprintf("manipulate %s %+g", d.OpAttribute, d.Scale)
+			if d.Target != "" {
+				op = fmt.Sprintf("manipulate %s to %s", d.OpAttribute, d.Target)
+			}
 		}
 		last, gen, enq := "-", "-", "-"
 		if runs, err := st.RegenerationRuns(ctx, d.ID, 1); err != nil {
