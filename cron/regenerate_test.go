@@ -58,6 +58,22 @@ func streamMsgs(t *testing.T, js jetstream.JetStream) uint64 {
 	return info.State.Msgs
 }
 
+// trainedWorld seeds n latents of a synthetic model, labels 60 of them and trains the classifiers, so that the
+// latents are scored and regeneration definitions can select them.
+func trainedWorld(t *testing.T, st *store.Store, n int, seed uint64) *world {
+	t.Helper()
+	w := seedWorld(t, st, "synth", n, 8, 2, seed)
+	w.label(t, st, 0, 60)
+	r, err := NewRunner(st, nil, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Train(context.Background(), ""); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
 // A regeneration definition scheduled every second on two replicas enqueues its selection once per tick: one run per
 // tick, one job per selected latent and run, each published once; running a tick again adds nothing.
 func TestRegenerationOncePerTick(t *testing.T) {
@@ -66,15 +82,7 @@ func TestRegenerationOncePerTick(t *testing.T) {
 	st := storetest.Open(t, cfg)
 	ctx := context.Background()
 	js := jetStream(t)
-	w := seedWorld(t, st, "synth", 300, 8, 2, 9)
-	w.label(t, st, 0, 60)
-	r0, err := NewRunner(st, nil, testConfig(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r0.Train(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
+	w := trainedWorld(t, st, 300, 9)
 	def := store.Regeneration{ID: "brighter-a", ModelID: w.model, Attribute: w.names[0], MinScore: 0.9, MaxScore: 1,
 		MaxImages: 5, Op: schema.KindManipulate, OpAttribute: w.names[1], Scale: 0.5, Steps: 10, Enabled: true}
 	if err := st.SaveRegeneration(ctx, def); err != nil {
@@ -173,15 +181,7 @@ func TestRegenerationTarget(t *testing.T) {
 	st := storetest.Open(t, cfg)
 	ctx := context.Background()
 	js := jetStream(t)
-	w := seedWorld(t, st, "synth", 200, 8, 2, 11)
-	w.label(t, st, 0, 60)
-	r0, err := NewRunner(st, nil, testConfig(), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r0.Train(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
+	w := trainedWorld(t, st, 200, 11)
 	def := store.Regeneration{ID: "deeper-b", ModelID: w.model, Attribute: w.names[0], MinScore: 0, MaxScore: 1,
 		MaxImages: 3, Op: schema.KindManipulate, OpAttribute: w.names[1], Target: "p95", Steps: 10, Enabled: true}
 	both := def

@@ -270,10 +270,9 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 		"n_train": len(train), "n_holdout": len(held), "epochs": epochs, "l2": c.Metrics["l2"]}
 	// The logit targets (median and quantiles of the positives' logits), for manipulate jobs that name one.
 	for _, name := range diffae.TargetNames() {
-		if key, err := diffae.TargetMetric(name); err == nil {
-			if v, ok := c.Metrics[key]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
-				metrics[key] = v
-			}
+		key, _ := diffae.TargetMetric(name) // every name TargetNames gives has one
+		if v, ok := c.Metrics[key]; ok && !math.IsNaN(v) && !math.IsInf(v, 0) {
+			metrics[key] = v
 		}
 	}
 	auroc, acc := math.NaN(), math.NaN()

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"slices"
 
+	"dae/dataset"
 	"dae/tensor"
 )
 
@@ -26,19 +27,6 @@ func BenchBatch(preset string) int {
 		return 8
 	}
 	return 16
-}
-
-// benchSource serves one fixed batch as training data.
-type benchSource struct {
-	data []float32
-	per  int
-}
-
-func (s benchSource) Batch(idx []int, dst []float32, _ *rand.Rand) []float32 {
-	for j, i := range idx {
-		copy(dst[j*s.per:(j+1)*s.per], s.data[i*s.per:(i+1)*s.per])
-	}
-	return dst
 }
 
 // NewBenchRunner builds the preset's network (random weights, no latent DDIM) on d with random inputs and returns
@@ -78,8 +66,8 @@ func NewBenchRunner(d tensor.Device, preset, part string) (run func() error, ima
 		}
 		return func() error { m.Enc.Forward(x); d.Sync(); return nil }, n, f.Encoder, nil
 	}
-	host := make([]float32, x.Len())
-	d.Download(host, x)
-	tr := NewImageTrainer(m, benchSource{host, m.ImageSize()}, n, TrainOptions{Batch: n, Flip: true})
+	data := &dataset.Images{N: n, C: cfg.InChannels, H: cfg.ImageSize, W: cfg.ImageSize, Data: make([]float32, x.Len())}
+	d.Download(data.Data, x)
+	tr := NewImageTrainer(m, data, n, TrainOptions{Batch: n, Flip: true})
 	return func() error { _, err := tr.Step(); return err }, n, 3 * (f.Decoder + f.Encoder), nil
 }

@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"dae/dataset"
 	"dae/diffae"
 	"dae/nn"
 	"dae/tensor"
@@ -357,19 +358,6 @@ func tinyModel(t *testing.T, d tensor.Device) *diffae.Model {
 	return diffae.New(d, cfg, 1)
 }
 
-// sliceSource serves fixed images to the trainer.
-type sliceSource struct {
-	data []float32
-	per  int
-}
-
-func (s sliceSource) Batch(idx []int, dst []float32, flip *rand.Rand) []float32 {
-	for j, i := range idx {
-		copy(dst[j*s.per:(j+1)*s.per], s.data[i*s.per:(i+1)*s.per])
-	}
-	return dst
-}
-
 // TestParityNetworks runs the encoder, the decoder (UNet) forward and backward, the latent network, two training
 // steps and the DDIM samplers of the tiny model on both devices.
 func TestParityNetworks(t *testing.T) {
@@ -413,7 +401,8 @@ func TestParityNetworks(t *testing.T) {
 	var weights [2][]float32
 	for i := range 2 {
 		m := tinyModel(t, []tensor.Device{cpuDev, g}[i])
-		tr := diffae.NewImageTrainer(m, sliceSource{xh, m.ImageSize()}, n, diffae.TrainOptions{Batch: n, Seed: 3})
+		imgs := &dataset.Images{N: n, C: m.Cfg.InChannels, H: m.Cfg.ImageSize, W: m.Cfg.ImageSize, Data: xh}
+		tr := diffae.NewImageTrainer(m, imgs, n, diffae.TrainOptions{Batch: n, Seed: 3})
 		for range 2 {
 			l, err := tr.Step()
 			if err != nil {

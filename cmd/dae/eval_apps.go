@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"dae/diffae"
@@ -187,13 +188,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		}
 		pxs := "–"
 		if px != nil {
-			hit := 0
-			for _, c := range px.Predict(r.X[k*per : 2*k*per]) {
-				if px.Classes[c] == name {
-					hit++
-				}
-			}
-			pxs = fmt.Sprintf("%.1f%%", 100*float64(hit)/float64(k))
+			pxs = fmt.Sprintf("%.1f%%", 100*shareOf(px.Predict(r.X[k*per:2*k*per]), slices.Index(px.Classes, name)))
 		}
 		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |\n", name, k, scale, 100*succ/float64(k), ps,
 			before, after, mse, off, pxs)
@@ -205,6 +200,17 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	}
 	fmt.Println("\noff-direction change: ‖Δ − (Δ·u)u‖ / ‖z_rec‖ of the re-encoded edit against the re-encoded reconstruction, in the classifier's normalised space (u the direction moved along); lower means the rest of the content stayed put")
 	return nil
+}
+
+// shareOf is the share of the predictions that are class k.
+func shareOf(pred []int, k int) float64 {
+	hit := 0
+	for _, c := range pred {
+		if c == k {
+			hit++
+		}
+	}
+	return float64(hit) / float64(len(pred))
 }
 
 // trainPixelJudge fits the ten-class pixel probe that judges edited images without the encoder: one-vs-rest
@@ -383,13 +389,7 @@ func runEvalSample(ctx context.Context, args []string) error {
 	n := *sf.n
 	// pixelShare is the pixel probe's share of class name among the decoded samples x.
 	pixelShare := func(x []float32, name string) float64 {
-		var s float64
-		for _, c := range px.Predict(x) {
-			if px.Classes[c] == name {
-				s += 1 / float64(n)
-			}
-		}
-		return s
+		return shareOf(px.Predict(x), slices.Index(px.Classes, name))
 	}
 	share := func(x []float32) ([]float64, error) {
 		z, err := semanticCodes(ctx, m, x, n, *mf.batch)
@@ -404,15 +404,7 @@ func runEvalSample(ctx context.Context, args []string) error {
 	}
 	// codeShare is the share of the probe's class k among the sampled codes themselves, before decoding: what the
 	// decoder with random x_T keeps of it shows in the re-encoded shares.
-	codeShare := func(z []float32, k int) float64 {
-		var s float64
-		for _, c := range probeClass(probe, z) {
-			if c == k {
-				s += 1 / float64(n)
-			}
-		}
-		return s
-	}
+	codeShare := func(z []float32, k int) float64 { return shareOf(probeClass(probe, z), k) }
 	zu, xu, _, err := sf.draw(ctx, m, nil, n, *mf.steps, *mf.batch)
 	if err != nil {
 		return err

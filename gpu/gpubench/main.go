@@ -15,22 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"dae/dataset"
 	"dae/diffae"
 	"dae/gpu"
 )
-
-// randomImages serves fixed random images to the trainer.
-type randomImages struct {
-	data []float32
-	per  int
-}
-
-func (s randomImages) Batch(idx []int, dst []float32, flip *rand.Rand) []float32 {
-	for j, i := range idx {
-		copy(dst[j*s.per:(j+1)*s.per], s.data[i*s.per:(i+1)*s.per])
-	}
-	return dst
-}
 
 func main() {
 	presets := flag.String("presets", "fmnist32,ffhq128", "comma-separated model presets")
@@ -69,7 +57,8 @@ func run(ctx context.Context, presets string, steps, batch, encode int) error {
 		for i := range data {
 			data[i] = float32(rng.Float64()*2 - 1)
 		}
-		tr := diffae.NewImageTrainer(m, randomImages{data, per}, b, diffae.TrainOptions{Batch: b, Flip: true, Seed: 1})
+		imgs := &dataset.Images{N: b, C: cfg.InChannels, H: cfg.ImageSize, W: cfg.ImageSize, Data: data}
+		tr := diffae.NewImageTrainer(m, imgs, b, diffae.TrainOptions{Batch: b, Flip: true, Seed: 1})
 		for range 2 {
 			if _, err := tr.Step(); err != nil {
 				return fmt.Errorf("%s: %w", name, err)
