@@ -164,11 +164,34 @@ func (c *Classifier) QuantileLogits(z []float32, qs ...float64) []float64 {
 
 // Edit says how far Manipulate moves the codes, and along what: by a fixed Scale, or, with ToLogit, to the logit
 // TargetLogit; along Along (the zero value: the weight vector, as the reference does).
+//
+// Rounds > 1 (ToLogit edits only) refines the edit: the decoded edit is encoded again (z_sem and, with
+// EncodeSteps DDIM steps, or the decode's when 0, x_T) and moved to the target again, Rounds times in all. Each round starts from an x_T
+// that already holds the previous round's change, so the decoder no longer pulls the silhouette back towards the
+// input's; 0 and 1 mean a single round, the paper's manipulation.
 type Edit struct {
 	Scale       float64
 	ToLogit     bool
 	TargetLogit float64
 	Along       Along
+	Rounds      int
+	EncodeSteps int
+}
+
+// MaxEditRounds bounds Edit.Rounds: every round costs an encode and a decode.
+const MaxEditRounds = 8
+
+// Check says what is wrong with e, if anything.
+func (e Edit) Check() error {
+	switch {
+	case e.Rounds < 0 || e.Rounds > MaxEditRounds:
+		return fmt.Errorf("edit rounds %d: want 1..%d", e.Rounds, MaxEditRounds)
+	case e.Rounds > 1 && !e.ToLogit:
+		return fmt.Errorf("edit rounds %d: only an edit to a target logit can be repeated (a scale would be applied again on top)", e.Rounds)
+	case math.IsNaN(e.Scale) || math.IsInf(e.Scale, 0) || math.IsNaN(e.TargetLogit) || math.IsInf(e.TargetLogit, 0):
+		return errors.New("edit: scale and target logit must be finite")
+	}
+	return nil
 }
 
 // Apply moves n codes as e says, returning the moved codes and the scale applied to each.
@@ -195,14 +218,48 @@ func (m *Model) Manipulate(ctx context.Context, c *Classifier, z, xT []float32, 
 	if len(z) != n*c.Dim() {
 		return nil, nil, nil, fmt.Errorf("manipulate: z_sem has %d values for %d codes of %d", len(z), n, c.Dim())
 	}
+	if err := e.Check(); err != nil {
+		return nil, nil, nil, fmt.Errorf("manipulate: %w", err)
+	}
 	if z2, scales, err = e.Apply(c, z); err != nil {
 		return nil, nil, nil, fmt.Errorf("manipulate: %w", err)
 	}
-	x, err = m.Decode(ctx, z2, xT, n, o)
-	if err != nil {
+	if x, err = m.Decode(ctx, z2, xT, n, o); err != nil {
 		return nil, nil, nil, fmt.Errorf("manipulate: %w", err)
 	}
+	for r := 1; r < e.Rounds; r++ {
+		var s []float64
+		if x, z2, s, err = m.RefineEdit(ctx, c, x, n, e, o); err != nil {
+			return nil, nil, nil, fmt.Errorf("manipulate: round %d: %w", r+1, err)
+		}
+		for i := range scales {
+			scales[i] += s[i]
+		}
+	}
 	return x, z2, scales, nil
+}
+
+// RefineEdit is one further round of a ToLogit edit (Edit.Rounds): it encodes the n edited images x (z_sem and
+// x_T, with e.EncodeSteps DDIM steps, or o.Steps when 0), moves the codes to the target again and decodes them.
+func (m *Model) RefineEdit(ctx context.Context, c *Classifier, x []float32, n int, e Edit, o DecodeOptions) (x2, z2 []float32, scales []float64, err error) {
+	if !e.ToLogit {
+		return nil, nil, nil, errors.New("refine: only an edit to a target logit can be repeated")
+	}
+	steps := e.EncodeSteps
+	if steps <= 0 {
+		steps = o.Steps
+	}
+	z, xT, err := m.Encode(ctx, x, n, EncodeOptions{Steps: steps, Batch: o.Batch})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if z2, scales, err = e.Apply(c, z); err != nil {
+		return nil, nil, nil, err
+	}
+	if x2, err = m.Decode(ctx, z2, xT, n, o); err != nil {
+		return nil, nil, nil, err
+	}
+	return x2, z2, scales, nil
 }
 
 // InterpolationAlphas are the K mixing weights 0, 1/(K−1), …, 1 of a K-frame interpolation.

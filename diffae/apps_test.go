@@ -361,6 +361,43 @@ func TestModelApps(t *testing.T) {
 				t.Errorf("edited logit %v, want 3", l)
 			}
 		}
+		// Two rounds: the first round's edit, encoded again (z_sem and x_T) and moved to the target again.
+		e2 := Edit{ToLogit: true, TargetLogit: 3, Rounds: 2, EncodeSteps: 3}
+		x2, z22, scales2, err := m.Manipulate(ctx, c, z, xT, 2, e2, DecodeOptions{Steps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		zr, xTr, err := m.Encode(ctx, x, 2, EncodeOptions{Steps: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		zm, sm, err := e2.Apply(c, zr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xm, err := m.Decode(ctx, zm, xTr, 2, DecodeOptions{Steps: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range xm {
+			if math.Abs(float64(x2[j]-xm[j])) > 1e-5 {
+				t.Fatalf("two rounds differ from the edit encoded and edited again at %d: %v vs %v", j, x2[j], xm[j])
+			}
+		}
+		for i := range 2 {
+			if l := c.Logit(z22[i*e : (i+1)*e]); math.Abs(l-3) > 1e-3 {
+				t.Errorf("second round's logit %v, want 3", l)
+			}
+			if want := scales[i] + sm[i]; math.Abs(scales2[i]-want) > 1e-9 {
+				t.Errorf("scale of two rounds %v, want the sum %v", scales2[i], want)
+			}
+		}
+		for _, bad := range []Edit{{Scale: 1, Rounds: 2}, {ToLogit: true, TargetLogit: 3, Rounds: MaxEditRounds + 1}, {ToLogit: true, TargetLogit: math.NaN()}} {
+			if _, _, _, err := m.Manipulate(ctx, c, z, xT, 2, bad, DecodeOptions{Steps: 2}); err == nil {
+				t.Errorf("edit %+v accepted", bad)
+			}
+		}
+
 		other := *c
 		other.ModelID = "someone-else"
 		m2 := *m

@@ -117,10 +117,17 @@ type Manipulate struct {
 	// quantile of its training positives' logits, one of ManipulateTargets.
 	Target string `json:"target,omitempty"`
 	Steps  int    `json:"steps"`
+	// Rounds > 1 (only with a target) refines the edit: the decoded edit is encoded again (z_sem and x_T, with
+	// Steps DDIM steps) and moved to the target again, Rounds times in all; 0 and 1: the paper's single edit.
+	// Workers from before this field refuse jobs that carry it (unknown field) rather than ignore it.
+	Rounds int `json:"rounds,omitempty"`
 }
 
 // ManipulateTargets are the logit targets a manipulate job may name (the ones classifiers record).
 var ManipulateTargets = []string{"median", "p75", "p90", "p95"}
+
+// MaxRounds bounds Manipulate.Rounds (every round costs an encode and a decode); diffae.MaxEditRounds.
+const MaxRounds = 8
 
 // Interpolate asks for frames between two stored latents.
 type Interpolate struct {
@@ -428,6 +435,12 @@ func (j *Manipulate) Validate() error {
 	c.name("attribute", j.Attribute, true)
 	c.moveBy(j.Scale, j.Target)
 	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+	switch {
+	case j.Rounds < 0 || j.Rounds > MaxRounds:
+		c.fail("rounds", "%d out of range 1..%d", j.Rounds, MaxRounds)
+	case j.Rounds > 1 && j.Target == "":
+		c.fail("rounds", "%d without a target: only an edit to a target can be repeated", j.Rounds)
+	}
 	return c.result()
 }
 
@@ -504,7 +517,11 @@ func (j *Manipulate) DedupKey() string {
 	if j.Target != "" {
 		move = j.Target // not a number: cannot collide with a scale
 	}
-	return fmt.Sprintf("manipulate/%s/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Attribute, move, j.Steps)
+	key := fmt.Sprintf("manipulate/%s/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Attribute, move, j.Steps)
+	if j.Rounds > 1 { // 0 and 1 are the same job
+		key += fmt.Sprintf("/r%d", j.Rounds)
+	}
+	return key
 }
 
 // DedupKey identifies the job's effect.

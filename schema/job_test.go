@@ -32,6 +32,8 @@ func TestParseRejectsNamingTheField(t *testing.T) {
 		{"sample threshold out of range", `{"v":1,"kind":"sample","model":"m","count":4,"steps":10,"latent_steps":10,"attribute":"bag","min_prob":1}`, `field "min_prob": 1: want a probability`},
 		{"manipulate target and scale", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"target":"p95","steps":10}`, `field "scale": given with a target`},
 		{"manipulate unknown target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"max","steps":10}`, `field "target": "max" not one of`},
+		{"manipulate rounds without target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"rounds":3,"steps":10}`, `field "rounds": 3 without a target`},
+		{"manipulate too many rounds", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"p95","rounds":9,"steps":10}`, `field "rounds": 9 out of range 1..8`},
 		{"regenerate decode with target", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","target":"p95","steps":10,"generation":1}`, `field "target": set, but op is decode`},
 		{"regenerate target and scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"target":"median","steps":10,"generation":1}`, `field "scale": given with a target`},
 		{"interpolate one frame", `{"v":1,"kind":"interpolate","model":"m","image_hash_a":"` + hashA + `","image_hash_b":"` + hashB + `","frames":1,"steps":10}`, `field "frames": 1 out of range 2..256`},
@@ -78,6 +80,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 		&Decode{Header: Header{Model: "fm32"}, ImageHash: hashA, Steps: 20, Noise: "random", Seed: 7},
 		&Manipulate{Header: Header{Model: "fm32"}, ImageHash: hashA, Attribute: "sneaker", Scale: -0.3, Steps: 50},
 		&Manipulate{Header: Header{Model: "fm32"}, ImageHash: hashA, Attribute: "sneaker", Target: "p95", Steps: 50},
+		&Manipulate{Header: Header{Model: "fm32"}, ImageHash: hashA, Attribute: "sneaker", Target: "p95", Steps: 50, Rounds: 3},
 		&Interpolate{Header: Header{Model: "fm32"}, ImageHashA: hashA, ImageHashB: hashB, Frames: 9, Steps: 10},
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag"},
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag", MinProb: 0.9},
@@ -115,6 +118,17 @@ func TestSampleMinProbKey(t *testing.T) {
 	half.MinProb, strict.MinProb = 0.5, 0.9
 	if base.DedupKey() != half.DedupKey() || base.DedupKey() == strict.DedupKey() {
 		t.Errorf("keys: none %q, 0.5 %q, 0.9 %q", base.DedupKey(), half.DedupKey(), strict.DedupKey())
+	}
+}
+
+// One round is what an absent count means: the same job, the same key.
+func TestManipulateRoundsKey(t *testing.T) {
+	t.Parallel()
+	base := Manipulate{Header: Header{Model: "m"}, ImageHash: hashA, Attribute: "bag", Target: "p95", Steps: 10}
+	one, three := base, base
+	one.Rounds, three.Rounds = 1, 3
+	if base.DedupKey() != one.DedupKey() || base.DedupKey() == three.DedupKey() {
+		t.Errorf("keys: none %q, 1 %q, 3 %q", base.DedupKey(), one.DedupKey(), three.DedupKey())
 	}
 }
 

@@ -205,10 +205,10 @@ func (w *Worker) render(ctx context.Context, m *diffae.Model, job schema.Job) (o
 	case *schema.Decode:
 		return w.decode(ctx, m, j.ImageHash, j.Noise, j.Seed, j.Steps)
 	case *schema.Manipulate:
-		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps)
+		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps, j.Rounds)
 	case *schema.Regenerate:
 		if j.Op == schema.KindManipulate {
-			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps)
+			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps, 1)
 		}
 		return w.decode(ctx, m, j.ImageHash, "encoded", 0, j.Steps)
 	case *schema.Interpolate:
@@ -326,7 +326,7 @@ func numericMetrics(raw []byte) map[string]float64 {
 // manipulate moves the normalised z_sem along the promoted classifier's direction and decodes it with the stored
 // x_T: z' = denorm(norm(z) + s·√d·u), u its pattern Σw/‖Σw‖ (as dae manipulate does by default), or, for a
 // version stored before patterns were recorded, its weight w/‖w‖ (the reference's).
-func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, target string, steps int) (output, error) {
+func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr string, scale float64, target string, steps, rounds int) (output, error) {
 	l, err := w.latent(ctx, m, hash)
 	if err != nil {
 		return output{}, err
@@ -345,7 +345,7 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 		if err != nil {
 			return output{}, permanent(fmt.Errorf("manipulate to %s: %w", target, err))
 		}
-		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}
+		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along, Rounds: rounds}
 	}
 	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, e, diffae.DecodeOptions{Steps: steps})
 	if err != nil {

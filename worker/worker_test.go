@@ -406,6 +406,7 @@ func TestOutputJobs(t *testing.T) {
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "bag", Scale: 0.5, Steps: 3},
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Scale: 0.5, Steps: 3},
 		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Target: "median", Steps: 3},
+		&schema.Manipulate{Header: h, ImageHash: hashes[1], Attribute: "shoe", Target: "median", Steps: 3, Rounds: 2},
 		&schema.Interpolate{Header: h, ImageHashA: hashes[0], ImageHashB: hashes[2], Frames: 4, Steps: 3},
 		&schema.Sample{Header: h, Count: 4, Steps: 3, LatentSteps: 3, Seed: 1},
 		&schema.Sample{Header: h, Count: 2, Steps: 3, LatentSteps: 3, Seed: 2, Attribute: "bag"},
@@ -442,6 +443,9 @@ func TestOutputJobs(t *testing.T) {
 		if mj, ok := j.(*schema.Manipulate); ok && mj.Target == "" {
 			edits[mj.Attribute] = data
 		}
+		if mj, ok := j.(*schema.Manipulate); ok && mj.Target != "" {
+			edits[fmt.Sprintf("%s/r%d", mj.Target, max(mj.Rounds, 1))] = data
+		}
 		img, err := png.Decode(bytes.NewReader(data))
 		if err != nil {
 			t.Errorf("%s: output is not a PNG: %v", j.DedupKey(), err)
@@ -457,8 +461,12 @@ func TestOutputJobs(t *testing.T) {
 		}
 	}
 	// "bag" and "shoe" share their weights; only the shoe version has a pattern, so only its edit moves along it.
-	if len(edits) != 2 || bytes.Equal(edits["bag"], edits["shoe"]) {
+	if edits["bag"] == nil || bytes.Equal(edits["bag"], edits["shoe"]) {
 		t.Errorf("the edits along the weight and along the pattern are the same image (%d edits)", len(edits))
+	}
+	// A second round encodes the first round's edit and moves it again: another image.
+	if edits["median/r1"] == nil || bytes.Equal(edits["median/r1"], edits["median/r2"]) {
+		t.Errorf("the edit to the median in one round and in two are the same image (%d edits)", len(edits))
 	}
 	fails, err := e.st.Failures(ctx, h.Batch, 10)
 	if err != nil {

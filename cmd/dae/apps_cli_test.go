@@ -159,6 +159,15 @@ func TestAppsTiny(t *testing.T) {
 		if w, h := pngSize(t, filepath.Join(out, "sheet.png")); w != 2+6*cell || h != 2+2*cell {
 			t.Errorf("sheet %d×%d, want %d×%d", w, h, 2+6*cell, 2+2*cell)
 		}
+		// Three rounds: two more columns, the second and third rounds.
+		args = []string{"--model", model, "--classifier", cls, "--attribute", "odd", "--steps", "2", "--encode-steps", "3", "--out", out,
+			"--target", "median", "--rounds", "3"}
+		if err := runManipulate(ctx, append(args, imgs[:2]...)); err != nil {
+			t.Fatalf("--rounds 3: %v", err)
+		}
+		if w, h := pngSize(t, filepath.Join(out, "sheet.png")); w != 2+8*cell || h != 2+2*cell {
+			t.Errorf("sheet of three rounds %d×%d, want %d×%d", w, h, 2+8*cell, 2+2*cell)
+		}
 	})
 
 	t.Run("interpolate", func(t *testing.T) {
@@ -197,6 +206,8 @@ func TestAppsTiny(t *testing.T) {
 	}{
 		{"two edits", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--target-logit", "1", imgs[0]}, "exactly one"},
 		{"no edit", runManipulate, []string{"--model", model, "--classifier", cls, imgs[0]}, "exactly one"},
+		{"rounds of a scale", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--rounds", "2", imgs[0]}, "--rounds 2"},
+		{"too many rounds", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "median", "--rounds", "9", imgs[0]}, "1..8"},
 		{"unknown target", runManipulate, []string{"--model", model, "--classifier", cls, "--target", "mean", imgs[0]}, "median, p75, p90, p95"},
 		{"threshold without condition", runSample, []string{"--model", model, "--min-prob", "0.9"}, "--min-prob without --condition"},
 		{"threshold", runSample, []string{"--model", model, "--condition", "odd=positive", "--classifier", cls, "--min-prob", "1"}, "--min-prob 1"},
@@ -324,5 +335,8 @@ func TestEvalAppsTiny(t *testing.T) {
 func TestManipulateTargetsMatch(t *testing.T) {
 	if got, want := schema.ManipulateTargets, diffae.TargetNames(); !slices.Equal(got, want) {
 		t.Errorf("schema.ManipulateTargets %v, diffae.TargetNames %v", got, want)
+	}
+	if schema.MaxRounds != diffae.MaxEditRounds {
+		t.Errorf("schema.MaxRounds %d, diffae.MaxEditRounds %d", schema.MaxRounds, diffae.MaxEditRounds)
 	}
 }

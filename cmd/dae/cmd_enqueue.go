@@ -47,6 +47,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 	minProb := fs.Float64("min-prob", 0, "acceptance threshold of conditional sampling (0: the paper's 0.5)")
 	scale := fs.Float64("scale", 0, "step along the attribute's direction (manipulate)")
 	target := fs.String("target", "", "instead of --scale: move to a logit the classifier recorded, median|p75|p90|p95 (manipulate)")
+	rounds := fs.Int("rounds", 0, "with --target: encode the decoded edit again and move it to the target again, this many rounds in all (manipulate)")
 	frames := fs.Int("frames", 8, "frames, both ends included (interpolate)")
 	count := fs.Int("count", 16, "images (sample)")
 	latentSteps := fs.Int("latent-steps", 50, "latent DDIM steps (sample)")
@@ -109,7 +110,7 @@ func runEnqueue(ctx context.Context, args []string) error {
 	case schema.KindDecode:
 		job = &schema.Decode{Header: h, ImageHash: *image, Steps: *steps, Noise: *xt, Seed: *seed}
 	case schema.KindManipulate:
-		job = &schema.Manipulate{Header: h, ImageHash: *image, Attribute: *attr, Scale: *scale, Target: *target, Steps: *steps}
+		job = &schema.Manipulate{Header: h, ImageHash: *image, Attribute: *attr, Scale: *scale, Target: *target, Steps: *steps, Rounds: *rounds}
 	case schema.KindInterpolate:
 		job = &schema.Interpolate{Header: h, ImageHashA: *image, ImageHashB: *imageB, Frames: *frames, Steps: *steps}
 	case schema.KindSample:

@@ -119,6 +119,7 @@ type editFlags struct {
 	scale, targetLogit *optFloat
 	target             *string
 	encodeSteps        *int
+	rounds             *int
 	along              *string
 }
 
@@ -140,6 +141,8 @@ func addEditFlags(fs *flag.FlagSet) editFlags {
 		"pattern (Σw, where the codes move as the logit grows; edits the image) or weight (w/‖w‖, the reference's)")
 	f.encodeSteps = fs.Int("encode-steps", 0, "DDIM steps of the stochastic encoding of the inputs (x_T); 0: as --steps "+
 		"(the authors' manipulation encodes with 250 and renders with 100)")
+	f.rounds = fs.Int("rounds", 1, fmt.Sprintf("with a target: encode each decoded edit again (z_sem and x_T) and move it to the target again, "+
+		"this many rounds in all (1..%d; 1: the paper's single edit)", diffae.MaxEditRounds))
 	return f
 }
 
@@ -161,20 +164,27 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 	if _, err := c.Direction(along); err != nil {
 		return diffae.Edit{}, fmt.Errorf("%w: --direction %s: %v (--direction weight)", errUsage, along, err)
 	}
+	var e diffae.Edit
 	switch {
 	case f.scale.set:
-		return diffae.Edit{Scale: f.scale.v, Along: along}, nil
+		e = diffae.Edit{Scale: f.scale.v, Along: along}
 	case f.targetLogit.set:
-		return diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v, Along: along}, nil
+		e = diffae.Edit{ToLogit: true, TargetLogit: f.targetLogit.v, Along: along}
+	default:
+		if _, err := diffae.TargetMetric(*f.target); err != nil {
+			return diffae.Edit{}, fmt.Errorf("%w: --target: %v", errUsage, err)
+		}
+		v, err := c.TargetLogit(*f.target)
+		if err != nil {
+			return diffae.Edit{}, fmt.Errorf("%v, or use --target-logit", err)
+		}
+		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}
 	}
-	if _, err := diffae.TargetMetric(*f.target); err != nil {
-		return diffae.Edit{}, fmt.Errorf("%w: --target: %v", errUsage, err)
+	e.Rounds, e.EncodeSteps = *f.rounds, *f.encodeSteps
+	if err := e.Check(); err != nil {
+		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: %v", errUsage, *f.rounds, err)
 	}
-	v, err := c.TargetLogit(*f.target)
-	if err != nil {
-		return diffae.Edit{}, fmt.Errorf("%v, or use --target-logit", err)
-	}
-	return diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}, nil
+	return e, nil
 }
 
 // manipulation is the result of editing n codes at several fractions of the full edit.
@@ -183,8 +193,12 @@ type manipulation struct {
 	Scales    []float64 // the full scale per code
 	// X holds, for fraction j and code i, image X[(j*n+i)*per:...]: fraction 0 is the reconstruction.
 	X      []float32
-	ZFinal []float32 // codes at fraction 1
+	ZFinal []float32 // codes of the last column
+	Rounds int       // further rounds (--rounds − 1): the columns after the fractions
 }
+
+// columns is the number of images per code in X.
+func (r *manipulation) columns() int { return len(r.Fractions) + r.Rounds }
 
 // manipulateAt decodes each code at every fraction of its full edit (diffae.Edit), in one batch of decodes.
 func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z, xT []float32, n int, e diffae.Edit,
@@ -210,8 +224,24 @@ func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z,
 		}
 		xs = append(xs, xT...)
 	}
-	r.X, err = decodeImages(ctx, m, zs, xs, len(fractions)*n, steps, batch)
-	return r, err
+	if r.X, err = decodeImages(ctx, m, zs, xs, len(fractions)*n, steps, batch); err != nil {
+		return nil, err
+	}
+	// Further rounds (--rounds) start from the full edit; each is one more column of X.
+	for round := 2; round <= e.Rounds; round++ {
+		prev := r.X[len(r.X)-n*m.ImageSize():]
+		fmt.Fprintf(os.Stderr, "round %d of %d: encoding and editing %d images again…\n", round, e.Rounds, n)
+		x, zf, s, err := m.RefineEdit(ctx, c, prev, n, e, diffae.DecodeOptions{Steps: steps, Batch: batch})
+		if err != nil {
+			return nil, err
+		}
+		r.X, r.ZFinal = append(r.X, x...), zf
+		r.Rounds++
+		for i := range n {
+			r.Scales[i] += s[i]
+		}
+	}
+	return r, nil
 }
 
 func toImage(m *diffae.Model, x []float32, i int) image.Image {
@@ -272,7 +302,7 @@ func runManipulate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	last := len(fractions) - 1
+	last := r.columns() - 1
 	names := outputNames(inputs, n)
 	if err := writePNGs(*out, names, m, r.X[last*n*m.ImageSize():]); err != nil {
 		return err
@@ -281,7 +311,7 @@ func runManipulate(ctx context.Context, args []string) error {
 	d := c.Dim()
 	for i := range n {
 		sheet[i] = []image.Image{toImage(m, x0, i)}
-		for j := range fractions {
+		for j := range r.columns() {
 			sheet[i] = append(sheet[i], toImage(m, r.X, j*n+i))
 		}
 		fmt.Printf("%s: logit %.3f → %.3f (p %.3f → %.3f), scale %.4f\n", names[i], c.Logit(z[i*d:(i+1)*d]),
@@ -291,7 +321,11 @@ func runManipulate(ctx context.Context, args []string) error {
 	if err := imageio.WritePNG(sheetPath, imageio.Grid(sheet, 2, 3)); err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "wrote %d images and %s (columns: input, reconstruction, edits at %v of the full edit towards %q)\n",
-		n, sheetPath, fractions[1:], c.Attribute)
+	more := ""
+	if r.Rounds > 0 {
+		more = fmt.Sprintf(", then rounds 2..%d of the edit", r.Rounds+1)
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d images and %s (columns: input, reconstruction, edits at %v of the full edit towards %q%s)\n",
+		n, sheetPath, fractions[1:], c.Attribute, more)
 	return nil
 }

@@ -151,7 +151,8 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 			return err
 		}
 		// Re-encode the reconstructions and the edits, so both sides of every comparison went through the decoder.
-		zr, err := semanticCodes(ctx, m, r.X, 2*k, *mf.batch)
+		edits := r.X[(r.columns()-1)*k*per : r.columns()*k*per]
+		zr, err := semanticCodes(ctx, m, append(slices.Clip(r.X[:k*per]), edits...), 2*k, *mf.batch)
 		if err != nil {
 			return err
 		}
@@ -176,7 +177,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 			before += c.Logit(zRec[i*d:(i+1)*d]) / float64(k)
 			after += c.Logit(zEdit[i*d:(i+1)*d]) / float64(k)
 			scale += r.Scales[i] / float64(k)
-			a, b := r.X[i*per:(i+1)*per], r.X[(k+i)*per:(k+i+1)*per]
+			a, b := r.X[i*per:(i+1)*per], edits[i*per:(i+1)*per]
 			for j := range a {
 				mse += float64(a[j]-b[j]) * float64(a[j]-b[j]) / float64(per*k)
 			}
@@ -188,7 +189,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		}
 		pxs := "–"
 		if px != nil {
-			pxs = fmt.Sprintf("%.1f%%", 100*shareOf(px.Predict(r.X[k*per:2*k*per]), slices.Index(px.Classes, name)))
+			pxs = fmt.Sprintf("%.1f%%", 100*shareOf(px.Predict(edits), slices.Index(px.Classes, name)))
 		}
 		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |\n", name, k, scale, 100*succ/float64(k), ps,
 			before, after, mse, off, pxs)
@@ -261,7 +262,7 @@ func writeEditSheet(ctx context.Context, dir string, m *diffae.Model, c *diffae.
 	rows := make([][]image.Image, k)
 	for i := range k {
 		rows[i] = []image.Image{toImage(m, x0, i)}
-		for j := range fr {
+		for j := range r.columns() {
 			rows[i] = append(rows[i], toImage(m, r.X, j*k+i))
 		}
 	}
