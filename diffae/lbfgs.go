@@ -1,6 +1,10 @@
 package diffae
 
-import "math"
+import (
+	"math"
+
+	"gonum.org/v1/gonum/floats"
+)
 
 // logisticLoss returns the mean binary cross-entropy of σ(x·w[:d] + w[d]) against y plus l2/2·‖w[:d]‖², and its
 // gradient in g, for n standardised rows of d features.
@@ -28,17 +32,12 @@ func logisticLoss(x []float64, n, d int, y []bool, l2 float64, w, g []float64) f
 // last) and returns the logit and the target (0 or 1).
 func addLogisticGrad(x []float64, label bool, w, g []float64) (logit, target float64) {
 	d := len(x)
-	s := w[d]
-	for j, v := range x {
-		s += w[j] * v
-	}
+	s := w[d] + floats.Dot(w[:d], x)
 	if label {
 		target = 1
 	}
 	r := sigmoid(s) - target // dBCE/dlogit
-	for j, v := range x {
-		g[j] += r * v
-	}
+	floats.AddScaled(g[:d], r, x)
 	g[d] += r
 	return s, target
 }

@@ -125,3 +125,35 @@ func BenchmarkSiLU(b *testing.B) {
 		perElem(b)
 	})
 }
+
+// BenchmarkGroupNormShapes runs the fused AdaGN+SiLU forward and backward on the encoder's and decoder's map sizes
+// (fm32, batch 16): small maps make the per-channel and per-group overheads count.
+func BenchmarkGroupNormShapes(b *testing.B) {
+	d := benchDev()
+	rng := rand.New(rand.NewPCG(3, 3))
+	for _, s := range []struct{ n, c, hw int }{{16, 32, 1024}, {16, 64, 256}, {16, 64, 64}, {16, 128, 16}} {
+		x, dy := randn(d, rng, s.n, s.c, s.hw), randn(d, rng, s.n, s.c, s.hw)
+		y, dx := d.New(s.n, s.c, s.hw), d.New(s.n, s.c, s.hw)
+		gamma, beta := randn(d, rng, s.c), randn(d, rng, s.c)
+		mean, rstd := d.New(s.n, 32), d.New(s.n, 32)
+		mod := GNMod{Scale: randn(d, rng, s.n, s.c), Shift: randn(d, rng, s.n, s.c), SiLU: true}
+		grads := GNGrads{DX: dx, DGamma: d.New(s.c), DBeta: d.New(s.c), DScale: d.New(s.n, s.c), DShift: d.New(s.n, s.c)}
+		per := func(b *testing.B) {
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(s.n*s.c*s.hw), "ns/elem")
+		}
+		name := fmt.Sprintf("%dx%dx%d", s.n, s.c, s.hw)
+		b.Run(name+"/forward", func(b *testing.B) {
+			for b.Loop() {
+				d.GroupNorm(y, x, gamma, beta, mean, rstd, s.n, s.c, s.hw, 32, 1e-5, mod)
+			}
+			per(b)
+		})
+		b.Run(name+"/backward", func(b *testing.B) {
+			d.GroupNorm(y, x, gamma, beta, mean, rstd, s.n, s.c, s.hw, 32, 1e-5, mod)
+			for b.Loop() {
+				d.GroupNormBackward(grads, dy, x, gamma, beta, mean, rstd, s.n, s.c, s.hw, 32, mod)
+			}
+			per(b)
+		})
+	}
+}
