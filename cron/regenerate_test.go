@@ -11,6 +11,7 @@ import (
 	"dae/store"
 	"dae/store/storetest"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -183,18 +184,35 @@ func TestRegenerationTarget(t *testing.T) {
 	js := jetStream(t)
 	w := trainedWorld(t, st, 200, 11)
 	def := store.Regeneration{ID: "deeper-b", ModelID: w.model, Attribute: w.names[0], MinScore: 0, MaxScore: 1,
-		MaxImages: 3, Op: schema.KindManipulate, OpAttribute: w.names[1], Target: "p95", Steps: 10, Enabled: true}
+		MaxImages: 3, Op: schema.KindManipulate, OpAttribute: w.names[1], Target: "p95", Rounds: 3, Steps: 10, Enabled: true}
 	both := def
 	both.ID, both.Scale = "both-b", 0.5
 	if err := st.SaveRegeneration(ctx, both); err == nil || !strings.Contains(err.Error(), "scale") {
 		t.Errorf("a definition with a scale and a target: %v, want an error naming scale", err)
 	}
+	scaleRounds := def
+	scaleRounds.ID, scaleRounds.Target, scaleRounds.Scale = "scale-rounds-b", "", 0.5
+	if err := st.SaveRegeneration(ctx, scaleRounds); err == nil || !strings.Contains(err.Error(), "rounds") {
+		t.Errorf("a definition with rounds of a scale: %v, want an error naming rounds", err)
+	}
 	if err := st.SaveRegeneration(ctx, def); err != nil {
 		t.Fatal(err)
 	}
+	// The database holds the same rule, for rows written by anything else.
+	conn, err := pgx.Connect(ctx, cfg.PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	for _, bad := range []string{`UPDATE regenerations SET rounds = 9 WHERE id = $1`,
+		`UPDATE regenerations SET rounds = 2, target = NULL, scale = 1 WHERE id = $1`} {
+		if _, err := conn.Exec(ctx, bad, def.ID); err == nil || !strings.Contains(err.Error(), "regenerations_rounds") {
+			t.Errorf("%s: %v, want the rounds check to refuse it", bad, err)
+		}
+	}
 	got, err := st.GetRegeneration(ctx, def.ID)
-	if err != nil || got.Target != "p95" || got.Scale != 0 || got.OpAttribute != def.OpAttribute {
-		t.Fatalf("read back %+v, %v; want target p95, no scale", got, err)
+	if err != nil || got.Target != "p95" || got.Scale != 0 || got.OpAttribute != def.OpAttribute || got.Rounds != 3 {
+		t.Fatalf("read back %+v, %v; want target p95 in 3 rounds, no scale", got, err)
 	}
 	pub := &teePublisher{Publisher: NewJetStreamPublisher(st, js)}
 	r, err := NewRunner(st, pub, testConfig(), Options{})
@@ -206,8 +224,9 @@ func TestRegenerationTarget(t *testing.T) {
 		t.Fatalf("regenerate: %+v, %v, %d published; want 3 jobs", res, err, len(pub.jobs))
 	}
 	for _, j := range pub.jobs {
-		if rj, ok := j.(*schema.Regenerate); !ok || rj.Target != "p95" || rj.Scale != 0 || !strings.Contains(rj.DedupKey(), "/p95/") {
-			t.Errorf("published %#v: want a regenerate job to p95", j)
+		if rj, ok := j.(*schema.Regenerate); !ok || rj.Target != "p95" || rj.Scale != 0 || rj.Rounds != 3 ||
+			!strings.Contains(rj.DedupKey(), "/p95/") || !strings.HasSuffix(rj.DedupKey(), "/r3") {
+			t.Errorf("published %#v: want a regenerate job to p95 in 3 rounds", j)
 		}
 	}
 }

@@ -528,6 +528,7 @@ func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick ti
 			Attribute:  def.OpAttribute,
 			Scale:      def.Scale,
 			Target:     def.Target,
+			Rounds:     def.Rounds,
 			Steps:      def.Steps,
 			Generation: run.ID,
 			Query:      def.ID,

@@ -159,6 +159,7 @@ type Regenerate struct {
 	Attribute  string  `json:"attribute,omitempty"` // required when Op is manipulate
 	Scale      float64 `json:"scale,omitempty"`     // when Op is manipulate: this or Target
 	Target     string  `json:"target,omitempty"`    // when Op is manipulate, instead of Scale: one of ManipulateTargets
+	Rounds     int     `json:"rounds,omitempty"`    // with Target: refine the edit, as Manipulate.Rounds
 	Steps      int     `json:"steps"`
 	Generation int64   `json:"generation"`      // ≥ 1; distinguishes one regeneration round from the next
 	Query      string  `json:"query,omitempty"` // the saved query that selected the latent, if any
@@ -375,6 +376,16 @@ func (c *checker) moveBy(scale float64, target string) {
 	}
 }
 
+// rounds checks the rounds of a refined edit: 0 or 1 (one edit), up to MaxRounds with a target.
+func (c *checker) rounds(rounds int, target string) {
+	switch {
+	case rounds < 0 || rounds > MaxRounds:
+		c.fail("rounds", "%d out of range 1..%d", rounds, MaxRounds)
+	case rounds > 1 && target == "":
+		c.fail("rounds", "%d without a target: only an edit to a target can be repeated", rounds)
+	}
+}
+
 func (c *checker) text(field, v string, max int) {
 	if len(v) > max {
 		c.fail(field, "longer than %d bytes", max)
@@ -435,12 +446,7 @@ func (j *Manipulate) Validate() error {
 	c.name("attribute", j.Attribute, true)
 	c.moveBy(j.Scale, j.Target)
 	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
-	switch {
-	case j.Rounds < 0 || j.Rounds > MaxRounds:
-		c.fail("rounds", "%d out of range 1..%d", j.Rounds, MaxRounds)
-	case j.Rounds > 1 && j.Target == "":
-		c.fail("rounds", "%d without a target: only an edit to a target can be repeated", j.Rounds)
-	}
+	c.rounds(j.Rounds, j.Target)
 	return c.result()
 }
 
@@ -489,9 +495,13 @@ func (j *Regenerate) Validate() error {
 		if j.Target != "" {
 			c.fail("target", "set, but op is decode")
 		}
+		if j.Rounds > 1 {
+			c.fail("rounds", "set, but op is decode")
+		}
 	case KindManipulate:
 		c.name("attribute", j.Attribute, true)
 		c.moveBy(j.Scale, j.Target)
+		c.rounds(j.Rounds, j.Target)
 	case "":
 		c.fail("op", "missing")
 	default:
@@ -544,6 +554,10 @@ func (j *Regenerate) DedupKey() string {
 	if j.Target != "" {
 		move = j.Target
 	}
-	return fmt.Sprintf("regenerate/%s/%s/g%d/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Generation, j.Op, j.Attribute,
+	key := fmt.Sprintf("regenerate/%s/%s/g%d/%s/%s/%s/t%d", j.Model, j.ImageHash, j.Generation, j.Op, j.Attribute,
 		move, j.Steps)
+	if j.Rounds > 1 {
+		key += fmt.Sprintf("/r%d", j.Rounds)
+	}
+	return key
 }

@@ -34,6 +34,8 @@ func TestParseRejectsNamingTheField(t *testing.T) {
 		{"manipulate unknown target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"max","steps":10}`, `field "target": "max" not one of`},
 		{"manipulate rounds without target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"rounds":3,"steps":10}`, `field "rounds": 3 without a target`},
 		{"manipulate too many rounds", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"p95","rounds":9,"steps":10}`, `field "rounds": 9 out of range 1..8`},
+		{"regenerate rounds of a scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"rounds":2,"steps":10,"generation":1}`, `field "rounds": 2 without a target`},
+		{"regenerate decode with rounds", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","rounds":2,"steps":10,"generation":1}`, `field "rounds": set, but op is decode`},
 		{"regenerate decode with target", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","target":"p95","steps":10,"generation":1}`, `field "target": set, but op is decode`},
 		{"regenerate target and scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"target":"median","steps":10,"generation":1}`, `field "scale": given with a target`},
 		{"interpolate one frame", `{"v":1,"kind":"interpolate","model":"m","image_hash_a":"` + hashA + `","image_hash_b":"` + hashB + `","frames":1,"steps":10}`, `field "frames": 1 out of range 2..256`},
@@ -86,6 +88,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 		&Sample{Header: Header{Model: "fm32"}, Count: 16, Steps: 20, LatentSteps: 50, Seed: 1, Attribute: "bag", MinProb: 0.9},
 		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Scale: 1, Steps: 20, Generation: 3},
 		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Target: "p90", Steps: 20, Generation: 3},
+		&Regenerate{Header: Header{Model: "fm32"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Target: "p90", Rounds: 3, Steps: 20, Generation: 3},
 	}
 	seen := map[string]bool{}
 	for _, j := range jobs {

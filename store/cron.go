@@ -453,6 +453,7 @@ type Regeneration struct {
 	OpAttribute string
 	Scale       float64
 	Target      string // instead of Scale: a logit target of the classifier (schema.ManipulateTargets)
+	Rounds      int    // with Target: rounds of the refined edit (0 and 1: one edit; schema.Manipulate.Rounds)
 	Steps       int
 	Enabled     bool
 	CreatedAt   time.Time
@@ -484,7 +485,7 @@ func (r *Regeneration) Validate() error {
 	// The job message's own validation covers op, attribute, scale and steps.
 	probe := schema.Regenerate{Header: schema.Header{V: schema.Version, Kind: schema.KindRegenerate, Model: r.ModelID},
 		ImageHash: "0000000000000000000000000000000000000000000000000000000000000000", Op: r.Op,
-		Attribute: r.OpAttribute, Scale: r.Scale, Target: r.Target, Steps: r.Steps, Generation: 1, Query: r.ID}
+		Attribute: r.OpAttribute, Scale: r.Scale, Target: r.Target, Rounds: r.Rounds, Steps: r.Steps, Generation: 1, Query: r.ID}
 	return probe.Validate()
 }
 
@@ -508,14 +509,14 @@ func (s *Store) SaveRegeneration(ctx context.Context, r Regeneration) error {
 		batch = &r.BatchID
 	}
 	_, err := s.pool.Exec(ctx, `
-INSERT INTO regenerations (id, model_id, attribute, min_score, max_score, batch_id, max_images, op, op_attribute, scale, steps, enabled, target)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+INSERT INTO regenerations (id, model_id, attribute, min_score, max_score, batch_id, max_images, op, op_attribute, scale, steps, enabled, target, rounds)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (id) DO UPDATE SET model_id = EXCLUDED.model_id, attribute = EXCLUDED.attribute, min_score = EXCLUDED.min_score,
     max_score = EXCLUDED.max_score, batch_id = EXCLUDED.batch_id, max_images = EXCLUDED.max_images, op = EXCLUDED.op,
     op_attribute = EXCLUDED.op_attribute, scale = EXCLUDED.scale, steps = EXCLUDED.steps, enabled = EXCLUDED.enabled,
-    target = EXCLUDED.target, updated_at = now()`,
+    target = EXCLUDED.target, rounds = EXCLUDED.rounds, updated_at = now()`,
 		r.ID, r.ModelID, r.Attribute, r.MinScore, r.MaxScore, batch, r.MaxImages, string(r.Op), opAttr, scale, r.Steps, r.Enabled,
-		target)
+		target, max(r.Rounds, 1))
 	if err != nil {
 		return fmt.Errorf("store: save regeneration %s: %w", r.ID, err)
 	}
@@ -523,13 +524,13 @@ ON CONFLICT (id) DO UPDATE SET model_id = EXCLUDED.model_id, attribute = EXCLUDE
 }
 
 const regenerationColumns = `id, model_id, attribute, min_score, max_score, COALESCE(batch_id, ''), max_images, op,
-    COALESCE(op_attribute, ''), COALESCE(scale, 0), steps, enabled, created_at, updated_at, COALESCE(target, '')`
+    COALESCE(op_attribute, ''), COALESCE(scale, 0), steps, enabled, created_at, updated_at, COALESCE(target, ''), rounds`
 
 func scanRegeneration(r pgx.Row) (Regeneration, error) {
 	var g Regeneration
 	var op string
 	err := r.Scan(&g.ID, &g.ModelID, &g.Attribute, &g.MinScore, &g.MaxScore, &g.BatchID, &g.MaxImages, &op,
-		&g.OpAttribute, &g.Scale, &g.Steps, &g.Enabled, &g.CreatedAt, &g.UpdatedAt, &g.Target)
+		&g.OpAttribute, &g.Scale, &g.Steps, &g.Enabled, &g.CreatedAt, &g.UpdatedAt, &g.Target, &g.Rounds)
 	g.Op = schema.Kind(op)
 	return g, err
 }

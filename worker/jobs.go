@@ -208,7 +208,7 @@ func (w *Worker) render(ctx context.Context, m *diffae.Model, job schema.Job) (o
 		return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps, j.Rounds)
 	case *schema.Regenerate:
 		if j.Op == schema.KindManipulate {
-			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps, 1)
+			return w.manipulate(ctx, m, j.ImageHash, j.Attribute, j.Scale, j.Target, j.Steps, j.Rounds)
 		}
 		return w.decode(ctx, m, j.ImageHash, "encoded", 0, j.Steps)
 	case *schema.Interpolate:

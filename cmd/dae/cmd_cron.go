@@ -202,6 +202,7 @@ func cronDefine(ctx context.Context, args []string) error {
 	opAttr := fs.String("op-attribute", "", "manipulate along this attribute's classifier")
 	scale := fs.Float64("scale", 0, "manipulation scale (non-zero, |scale| ≤ 100)")
 	target := fs.String("target", "", "instead of --scale: move to a logit the classifier recorded, median|p75|p90|p95")
+	rounds := fs.Int("rounds", 1, "with --target: encode each decoded edit again and move it to the target again, this many rounds in all")
 	steps := fs.Int("steps", 20, "DDIM steps")
 	disabled := fs.Bool("disabled", false, "save it disabled (regenerate jobs without a definition skip it)")
 	if err := fs.Parse(args); err != nil {
@@ -212,7 +213,7 @@ func cronDefine(ctx context.Context, args []string) error {
 	}
 	def := store.Regeneration{ID: name, ModelID: *model, Attribute: *attr, MinScore: float32(*minScore),
 		MaxScore: float32(*maxScore), BatchID: *batch, MaxImages: *limit, Op: schema.Kind(*op), OpAttribute: *opAttr,
-		Scale: *scale, Target: *target, Steps: *steps, Enabled: !*disabled}
+		Scale: *scale, Target: *target, Rounds: *rounds, Steps: *steps, Enabled: !*disabled}
 	if err := def.Validate(); err != nil {
 		return fmt.Errorf("%w: definition %q: %v", errUsage, name, err)
 	}
@@ -255,6 +256,9 @@ func cronList(ctx context.Context, args []string) error {
 			op = fmt.Sprintf("manipulate %s %+g", d.OpAttribute, d.Scale)
 			if d.Target != "" {
 				op = fmt.Sprintf("manipulate %s to %s", d.OpAttribute, d.Target)
+				if d.Rounds > 1 {
+					op += fmt.Sprintf(" in %d rounds", d.Rounds)
+				}
 			}
 		}
 		last, gen, enq := "-", "-", "-"
