@@ -229,6 +229,28 @@ func TestRegenerationTarget(t *testing.T) {
 			t.Errorf("published %#v: want a regenerate job to p95 in 3 rounds", j)
 		}
 	}
+	// A one-round definition (rounds left out: 1) publishes messages without the field, which workers from
+	// before it accept.
+	one := def
+	one.ID, one.Rounds = "deeper-one-b", 0
+	if err := st.SaveRegeneration(ctx, one); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.GetRegeneration(ctx, one.ID); err != nil || got.Rounds != 1 {
+		t.Fatalf("one-round definition read back with %d rounds, %v; want 1", got.Rounds, err)
+	} else {
+		one = got
+	}
+	pub.jobs = nil
+	if _, err := r.Regenerate(ctx, one, time.Now().Truncate(time.Second)); err != nil || len(pub.jobs) != 3 {
+		t.Fatalf("regenerate one round: %v, %d published", err, len(pub.jobs))
+	}
+	for _, j := range pub.jobs {
+		data, err := schema.Marshal(j)
+		if err != nil || strings.Contains(string(data), `"rounds"`) {
+			t.Errorf("one-round job's message %s (%v): want no rounds field", data, err)
+		}
+	}
 }
 
 // teePublisher publishes through its Publisher (JetStream) and keeps what passed.

@@ -185,7 +185,9 @@ const MaxEditRounds = 8
 func (e Edit) Check() error {
 	switch {
 	case e.Rounds < 0 || e.Rounds > MaxEditRounds:
-		return fmt.Errorf("edit rounds %d: want 1..%d", e.Rounds, MaxEditRounds)
+		return fmt.Errorf("edit rounds %d: want 0..%d (0 and 1: one edit)", e.Rounds, MaxEditRounds)
+	case e.EncodeSteps < 0:
+		return fmt.Errorf("edit encode steps %d: want ≥ 0 (0: as the decode's)", e.EncodeSteps)
 	case e.Rounds > 1 && !e.ToLogit:
 		return fmt.Errorf("edit rounds %d: only an edit to a target logit can be repeated (a scale would be applied again on top)", e.Rounds)
 	case math.IsNaN(e.Scale) || math.IsInf(e.Scale, 0) || math.IsNaN(e.TargetLogit) || math.IsInf(e.TargetLogit, 0):
@@ -245,18 +247,29 @@ func (m *Model) RefineEdit(ctx context.Context, c *Classifier, x []float32, n in
 	if !e.ToLogit {
 		return nil, nil, nil, errors.New("refine: only an edit to a target logit can be repeated")
 	}
+	decSteps := o.Steps
+	if decSteps <= 0 {
+		decSteps = DefaultSteps
+	}
 	steps := e.EncodeSteps
 	if steps <= 0 {
-		steps = o.Steps
+		steps = decSteps
 	}
-	z, xT, err := m.Encode(ctx, x, n, EncodeOptions{Steps: steps, Batch: o.Batch})
+	// One progress over both halves: the encode's network evaluations, then the decode's.
+	eo, do := EncodeOptions{Steps: steps, Batch: o.Batch}, o
+	if o.Progress != nil {
+		encTotal, decTotal := n*steps, n*decSteps
+		eo.Progress = func(done, _ int) { o.Progress(done, encTotal+decTotal) }
+		do.Progress = func(done, _ int) { o.Progress(encTotal+done, encTotal+decTotal) }
+	}
+	z, xT, err := m.Encode(ctx, x, n, eo)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	if z2, scales, err = e.Apply(c, z); err != nil {
 		return nil, nil, nil, err
 	}
-	if x2, err = m.Decode(ctx, z2, xT, n, o); err != nil {
+	if x2, err = m.Decode(ctx, z2, xT, n, do); err != nil {
 		return nil, nil, nil, err
 	}
 	return x2, z2, scales, nil

@@ -118,8 +118,9 @@ type Manipulate struct {
 	Target string `json:"target,omitempty"`
 	Steps  int    `json:"steps"`
 	// Rounds > 1 (only with a target) refines the edit: the decoded edit is encoded again (z_sem and x_T, with
-	// Steps DDIM steps) and moved to the target again, Rounds times in all; 0 and 1: the paper's single edit.
-	// Workers from before this field refuse jobs that carry it (unknown field) rather than ignore it.
+	// the worker's encode steps) and moved to the target again, Rounds times in all; 0 and 1: the paper's single
+	// edit, and Marshal leaves 1 out. Workers from before this field refuse jobs that carry it (unknown field)
+	// rather than ignore it.
 	Rounds int `json:"rounds,omitempty"`
 }
 
@@ -241,6 +242,21 @@ func Marshal(j Job) ([]byte, error) {
 	h.V, h.Kind = Version, j.JobKind()
 	if err := j.Validate(); err != nil {
 		return nil, err
+	}
+	// One round is what no rounds means: leave the field out, so that workers from before it take the job.
+	switch c := j.(type) {
+	case *Manipulate:
+		if c.Rounds == 1 {
+			cp := *c
+			cp.Rounds = 0
+			j = &cp
+		}
+	case *Regenerate:
+		if c.Rounds == 1 {
+			cp := *c
+			cp.Rounds = 0
+			j = &cp
+		}
 	}
 	return json.Marshal(j)
 }
@@ -380,7 +396,7 @@ func (c *checker) moveBy(scale float64, target string) {
 func (c *checker) rounds(rounds int, target string) {
 	switch {
 	case rounds < 0 || rounds > MaxRounds:
-		c.fail("rounds", "%d out of range 1..%d", rounds, MaxRounds)
+		c.fail("rounds", "%d out of range 0..%d (0 and 1: one edit)", rounds, MaxRounds)
 	case rounds > 1 && target == "":
 		c.fail("rounds", "%d without a target: only an edit to a target can be repeated", rounds)
 	}
@@ -495,8 +511,8 @@ func (j *Regenerate) Validate() error {
 		if j.Target != "" {
 			c.fail("target", "set, but op is decode")
 		}
-		if j.Rounds > 1 {
-			c.fail("rounds", "set, but op is decode")
+		if j.Rounds != 0 && j.Rounds != 1 {
+			c.fail("rounds", "%d, but op is decode", j.Rounds)
 		}
 	case KindManipulate:
 		c.name("attribute", j.Attribute, true)

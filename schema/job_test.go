@@ -33,9 +33,10 @@ func TestParseRejectsNamingTheField(t *testing.T) {
 		{"manipulate target and scale", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"target":"p95","steps":10}`, `field "scale": given with a target`},
 		{"manipulate unknown target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"max","steps":10}`, `field "target": "max" not one of`},
 		{"manipulate rounds without target", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","scale":1,"rounds":3,"steps":10}`, `field "rounds": 3 without a target`},
-		{"manipulate too many rounds", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"p95","rounds":9,"steps":10}`, `field "rounds": 9 out of range 1..8`},
+		{"manipulate too many rounds", `{"v":1,"kind":"manipulate","model":"m","image_hash":"` + hashA + `","attribute":"bag","target":"p95","rounds":9,"steps":10}`, `field "rounds": 9 out of range 0..8`},
 		{"regenerate rounds of a scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"rounds":2,"steps":10,"generation":1}`, `field "rounds": 2 without a target`},
-		{"regenerate decode with rounds", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","rounds":2,"steps":10,"generation":1}`, `field "rounds": set, but op is decode`},
+		{"regenerate decode with negative rounds", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","rounds":-1,"steps":10,"generation":1}`, `field "rounds": -1, but op is decode`},
+		{"regenerate decode with rounds", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","rounds":2,"steps":10,"generation":1}`, `field "rounds": 2, but op is decode`},
 		{"regenerate decode with target", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"decode","target":"p95","steps":10,"generation":1}`, `field "target": set, but op is decode`},
 		{"regenerate target and scale", `{"v":1,"kind":"regenerate","model":"m","image_hash":"` + hashA + `","op":"manipulate","attribute":"bag","scale":1,"target":"median","steps":10,"generation":1}`, `field "scale": given with a target`},
 		{"interpolate one frame", `{"v":1,"kind":"interpolate","model":"m","image_hash_a":"` + hashA + `","image_hash_b":"` + hashB + `","frames":1,"steps":10}`, `field "frames": 1 out of range 2..256`},
@@ -124,7 +125,8 @@ func TestSampleMinProbKey(t *testing.T) {
 	}
 }
 
-// One round is what an absent count means: the same job, the same key.
+// One round is what an absent count means: the same job, the same key, and a message without the field (which
+// workers from before it accept).
 func TestManipulateRoundsKey(t *testing.T) {
 	t.Parallel()
 	base := Manipulate{Header: Header{Model: "m"}, ImageHash: hashA, Attribute: "bag", Target: "p95", Steps: 10}
@@ -132,6 +134,24 @@ func TestManipulateRoundsKey(t *testing.T) {
 	one.Rounds, three.Rounds = 1, 3
 	if base.DedupKey() != one.DedupKey() || base.DedupKey() == three.DedupKey() {
 		t.Errorf("keys: none %q, 1 %q, 3 %q", base.DedupKey(), one.DedupKey(), three.DedupKey())
+	}
+	rb := Regenerate{Header: Header{Model: "m"}, ImageHash: hashA, Op: KindManipulate, Attribute: "bag", Target: "p95", Steps: 10, Generation: 1}
+	rOne, rThree := rb, rb
+	rOne.Rounds, rThree.Rounds = 1, 3
+	if rb.DedupKey() != rOne.DedupKey() || rb.DedupKey() == rThree.DedupKey() {
+		t.Errorf("regenerate keys: none %q, 1 %q, 3 %q", rb.DedupKey(), rOne.DedupKey(), rThree.DedupKey())
+	}
+	for _, j := range []Job{&one, &rOne, &three, &rThree} {
+		data, err := Marshal(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if has, want := strings.Contains(string(data), `"rounds"`), j == Job(&three) || j == Job(&rThree); has != want {
+			t.Errorf("%s: rounds in the message %v, want %v", data, has, want)
+		}
+	}
+	if one.Rounds != 1 || rOne.Rounds != 1 {
+		t.Error("Marshal changed the job it was given")
 	}
 }
 

@@ -345,7 +345,8 @@ func (w *Worker) manipulate(ctx context.Context, m *diffae.Model, hash, attr str
 		if err != nil {
 			return output{}, permanent(fmt.Errorf("manipulate to %s: %w", target, err))
 		}
-		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along, Rounds: rounds}
+		// Later rounds encode the edit with the steps the stored x_T was encoded with.
+		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along, Rounds: rounds, EncodeSteps: w.cfg.EncodeSteps}
 	}
 	x, _, _, err := m.Manipulate(ctx, c, l.ZSem, l.XT, 1, e, diffae.DecodeOptions{Steps: steps})
 	if err != nil {

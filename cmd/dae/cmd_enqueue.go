@@ -18,7 +18,7 @@ func init() {
 const enqueueUsage = `usage:
   dae enqueue encode SOURCE --model M [--batch-name N] [--max-pixels P]
   dae enqueue decode --model M --image HASH [--steps 20] [--x-t encoded|random] [--seed S]
-  dae enqueue manipulate --model M --image HASH --attribute A (--scale S | --target median|p75|p90|p95) [--steps 20]
+  dae enqueue manipulate --model M --image HASH --attribute A (--scale S | --target median|p75|p90|p95 [--rounds R]) [--steps 20]
   dae enqueue interpolate --model M --image HASH --image-b HASH [--frames 8] [--steps 20]
   dae enqueue sample --model M [--count 16] [--steps 20] [--latent-steps 50] [--seed S] [--attribute A [--min-prob P]]
 

@@ -181,8 +181,16 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		e = diffae.Edit{ToLogit: true, TargetLogit: v, Along: along}
 	}
 	e.Rounds, e.EncodeSteps = *f.rounds, *f.encodeSteps
+	switch {
+	case e.Rounds < 1 || e.Rounds > diffae.MaxEditRounds:
+		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: want 1..%d", errUsage, e.Rounds, diffae.MaxEditRounds)
+	case e.Rounds > 1 && !e.ToLogit:
+		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: only an edit to a target (--target, --target-logit) can be repeated", errUsage, e.Rounds)
+	case e.EncodeSteps < 0:
+		return diffae.Edit{}, fmt.Errorf("%w: --encode-steps %d: want ≥ 0", errUsage, e.EncodeSteps)
+	}
 	if err := e.Check(); err != nil {
-		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: %v", errUsage, *f.rounds, err)
+		return diffae.Edit{}, err
 	}
 	return e, nil
 }
@@ -190,7 +198,7 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 // manipulation is the result of editing n codes at several fractions of the full edit.
 type manipulation struct {
 	Fractions []float64
-	Scales    []float64 // the full scale per code
+	Scales    []float64 // the full scale per code, summed over the rounds (each round moves from its re-encoded code)
 	// X holds, for fraction j and code i, image X[(j*n+i)*per:...]: fraction 0 is the reconstruction.
 	X      []float32
 	ZFinal []float32 // codes of the last column
@@ -228,10 +236,14 @@ func manipulateAt(ctx context.Context, m *diffae.Model, c *diffae.Classifier, z,
 		return nil, err
 	}
 	// Further rounds (--rounds) start from the full edit; each is one more column of X.
+	if e.Rounds > 1 && fractions[len(fractions)-1] != 1 {
+		return nil, fmt.Errorf("manipulate: %d rounds need the full edit as the last fraction, not %v", e.Rounds, fractions)
+	}
 	for round := 2; round <= e.Rounds; round++ {
 		prev := r.X[len(r.X)-n*m.ImageSize():]
-		fmt.Fprintf(os.Stderr, "round %d of %d: encoding and editing %d images again…\n", round, e.Rounds, n)
-		x, zf, s, err := m.RefineEdit(ctx, c, prev, n, e, diffae.DecodeOptions{Steps: steps, Batch: batch})
+		p := newProgress(fmt.Sprintf("round %d of %d: encoding and editing %d images again", round, e.Rounds, n))
+		x, zf, s, err := m.RefineEdit(ctx, c, prev, n, e, diffae.DecodeOptions{Steps: steps, Batch: batch, Progress: p.update})
+		p.finish()
 		if err != nil {
 			return nil, err
 		}

@@ -74,7 +74,8 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	n := fs.Int("n", 50, "test images per attribute (taken from outside the attribute's class)")
 	probePath := fs.String("probe", "", "optional classifier file with one classifier per class: also report the probe's verdict")
 	data := fs.String("data", "", "Fashion-MNIST IDX directory (default: the Debian package's)")
-	sheets := fs.String("sheets", "", "directory for one contact sheet per attribute (input, reconstruction, edit; 8 images)")
+	sheets := fs.String("sheets", "", "directory for one contact sheet per attribute (6 inputs; columns: input, reconstruction, "+
+		"a quarter to all of the edit, then each further --rounds)")
 	anyModel := fs.Bool("any-model", false, "use classifiers trained on another checkpoint of the same network")
 	pixelProbe := fs.Int("pixel-probe", 0, "also judge the decoded edits by a ten-class linear probe on raw pixels, trained on this many "+
 		"training images (solved exactly, ridge 0.01): a verdict that does not go through the encoder the edits were steered by")
@@ -119,7 +120,11 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		names = strings.Split(*attrs, ",")
 	}
 	per := m.ImageSize()
-	fmt.Println("| attribute | n | scale (mean) | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change | edit in target (pixel probe) |")
+	scaleCol := "scale (mean)"
+	if *ef.rounds > 1 {
+		scaleCol = "scale (mean, summed over the rounds)"
+	}
+	fmt.Println("| attribute | n | " + scaleCol + " | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change | edit in target (pixel probe) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, name := range names {
 		c, err := classifierFor(*clsPath, name, m, *anyModel)
@@ -249,7 +254,7 @@ func offDirection(c *diffae.Classifier, u []float32, zRec, zEdit []float32) floa
 }
 
 // writeEditSheet writes the contact sheet of the first few inputs: input, reconstruction and the edit at a quarter,
-// half, three quarters and all of its full scale.
+// half, three quarters and all of its full scale, then the edit's further rounds (Edit.Rounds), if any.
 func writeEditSheet(ctx context.Context, dir string, m *diffae.Model, c *diffae.Classifier, e diffae.Edit,
 	x0, z, xT []float32, k, steps, batch int) error {
 	k = min(k, 6)
