@@ -5,9 +5,11 @@ import (
 	"dae/schema"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -329,6 +331,39 @@ func TestEvalAppsTiny(t *testing.T) {
 	if err := runEval(ctx, []string{"sample"}); err == nil || !strings.Contains(err.Error(), "--probe") {
 		t.Errorf("dae eval sample without --probe: %v", err)
 	}
+	// Three rounds: the table gains the share after each round, three of them.
+	out := stdoutOf(t, func() error {
+		return runEvalManipulate(ctx, append(slices.Clone(steps), "--classifier", cls, "--attributes", "Bag", "--n", "3",
+			"--target", "median", "--rounds", "3", "--encode-steps", "2"))
+	})
+	if !strings.Contains(out, "after each round") || !regexp.MustCompile(`\| \d+% → \d+% → \d+% \|`).MatchString(out) {
+		t.Errorf("eval manipulate --rounds 3 printed no share per round:\n%s", out)
+	}
+}
+
+// stdoutOf runs fn with os.Stdout going to a pipe and returns what it printed (the tests of this package do not
+// run in parallel).
+func stdoutOf(t *testing.T, fn func() error) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() {
+		b, _ := io.ReadAll(r)
+		done <- string(b)
+	}()
+	err = fn()
+	os.Stdout = saved
+	w.Close()
+	out := <-done
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	return out
 }
 
 // The targets a manipulate job may name are the ones classifiers record.

@@ -124,8 +124,12 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	if *ef.rounds > 1 {
 		scaleCol = "scale (mean, summed over the rounds)"
 	}
-	fmt.Println("| attribute | n | " + scaleCol + " | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change | edit in target (pixel probe) |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|")
+	head, rule := "", ""
+	if *ef.rounds > 1 {
+		head, rule = " in target after each round (classifier) |", "---|"
+	}
+	fmt.Println("| attribute | n | " + scaleCol + " | re-encoded in target (classifier) | re-encoded in target (probe) | logit before → after (re-encoded) | pixel MSE recon–edit | off-direction change | edit in target (pixel probe) |" + head)
+	fmt.Println("|---|---|---|---|---|---|---|---|---|" + rule)
 	for _, name := range names {
 		c, err := classifierFor(*clsPath, name, m, *anyModel)
 		if err != nil {
@@ -196,8 +200,27 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		if px != nil {
 			pxs = fmt.Sprintf("%.1f%%", 100*shareOf(px.Predict(edits), slices.Index(px.Classes, name)))
 		}
-		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |\n", name, k, scale, 100*succ/float64(k), ps,
-			before, after, mse, off, pxs)
+		byRound := ""
+		if r.Rounds > 0 {
+			// Every round's edits re-encoded (z_sem only) and judged by the classifier: how the share grows.
+			var shares []string
+			for col := len(r.Fractions) - 1; col < r.columns(); col++ {
+				zc, err := semanticCodes(ctx, m, r.X[col*k*per:(col+1)*k*per], k, *mf.batch)
+				if err != nil {
+					return err
+				}
+				hit := 0
+				for i := range k {
+					if c.Prob(zc[i*d:(i+1)*d]) >= 0.5 {
+						hit++
+					}
+				}
+				shares = append(shares, fmt.Sprintf("%.0f%%", 100*float64(hit)/float64(k)))
+			}
+			byRound = " " + strings.Join(shares, " → ") + " |"
+		}
+		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |%s\n", name, k, scale, 100*succ/float64(k), ps,
+			before, after, mse, off, pxs, byRound)
 		if *sheets != "" {
 			if err := writeEditSheet(ctx, *sheets, m, c, e, x0, z, xT, k, *mf.steps, *mf.batch); err != nil {
 				return err
