@@ -42,15 +42,31 @@ func (a *Attention) Forward(x *tensor.Tensor) *tensor.Tensor {
 	a.qkv = a.QKV.Forward(hn)
 	scale := float32(1 / math.Sqrt(float64(c)))
 	a.w = tensor.Ensure(d, a.w, n, t, t)
+	a.h = tensor.Ensure(d, a.h, n, c, x.Shape[2], x.Shape[3])
+	if fused, ok := d.(attentionCore); ok {
+		fused.AttentionCore(a.h, a.w, a.qkv, n, c, t, scale)
+		return a.finish(x)
+	}
 	// w[t,s] = Σ_c q[c,t]·k[c,s] / √C
 	d.Gemm(tensor.GemmArgs{TransA: true, M: t, N: t, K: c, Alpha: scale, A: a.qkv, LDA: t,
 		B: a.qkv.View(c*t, a.qkv.Len()-c*t), LDB: t, C: a.w,
 		Batch: n, StrideA: 3 * c * t, StrideB: 3 * c * t, StrideC: t * t})
 	d.Softmax(a.w, a.w, n*t, t)
 	// h[c,t] = Σ_s v[c,s]·w[t,s]
-	a.h = tensor.Ensure(d, a.h, n, c, x.Shape[2], x.Shape[3])
 	d.Gemm(tensor.GemmArgs{TransB: true, M: c, N: t, K: t, Alpha: 1, A: a.qkv.View(2*c*t, a.qkv.Len()-2*c*t),
 		LDA: t, B: a.w, LDB: t, C: a.h, Batch: n, StrideA: 3 * c * t, StrideB: t * t, StrideC: c * t})
+	return a.finish(x)
+}
+
+// attentionCore is a device that computes the attention products and softmax of a batch in one call
+// ((*tensor.CPU).AttentionCore: each image's steps back to back, in cache).
+type attentionCore interface {
+	AttentionCore(h, w, qkv *tensor.Tensor, n, c, t int, scale float32)
+}
+
+// finish projects the attention output a.h and adds the input x.
+func (a *Attention) finish(x *tensor.Tensor) *tensor.Tensor {
+	d := x.Dev
 	p := a.Proj.Forward(a.h)
 	a.y = tensor.Ensure(d, a.y, x.Shape...)
 	d.Lincomb(a.y, 1, x, 1, p)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"dae/tensor"
@@ -298,7 +299,7 @@ func refAttention(a *Attention, xs []float64, n, c, t int) []float64 {
 
 func TestForwardAttention(t *testing.T) {
 	t.Parallel()
-	for _, tc := range []struct{ n, c, h, w int }{{2, 6, 3, 2}, {1, 64, 4, 4}, {1, 96, 1, 1}, {3, 13, 2, 5}, {2, 128, 8, 8}} {
+	for _, tc := range []struct{ n, c, h, w int }{{2, 6, 3, 2}, {1, 64, 4, 4}, {1, 96, 1, 1}, {3, 13, 2, 5}, {2, 128, 8, 8}, {8, 32, 16, 16}} {
 		rng := rand.New(rand.NewPCG(25, uint64(tc.c*tc.h)))
 		ps := NewParams(cpu)
 		a := NewAttention(ps, "attn", tc.c)
@@ -309,6 +310,40 @@ func TestForwardAttention(t *testing.T) {
 		y := a.Forward(x)
 		want := refAttention(a, f64(x.Data), tc.n, tc.c, tc.h*tc.w)
 		assertClose(t, fmt.Sprintf("attention %v", tc), y.Data, want, 1e-4)
+	}
+}
+
+// The CPU's one-call attention (each image's products and softmax back to back) gives what the three batched
+// calls give, bit for bit: same products, same order of summation.
+func TestAttentionCoreMatchesBatched(t *testing.T) {
+	t.Parallel()
+	d := tensor.NewCPU(2)
+	plain := struct{ tensor.Device }{d} // the same device without AttentionCore
+	rng := rand.New(rand.NewPCG(27, 1))
+	for _, n := range []int{1, 2, 5} {
+		var ys [2][]float32
+		for k, dev := range []tensor.Device{d, plain} {
+			ps := NewParams(dev)
+			a := NewAttention(ps, "attn", 16)
+			prng := rand.New(rand.NewPCG(28, 1))
+			for _, p := range ps.List {
+				Init{prng}.Normal(p, 0.5)
+			}
+			x := dev.New(n, 16, 8, 8)
+			x.Dev = dev // New gives the CPU itself; the layer picks its path by the input's device
+			if k == 0 {
+				for i := range x.Data {
+					x.Data[i] = float32(rng.NormFloat64())
+				}
+				ys[1] = slices.Clone(x.Data) // the same input for the second device
+			} else {
+				copy(x.Data, ys[1])
+			}
+			ys[k] = slices.Clone(a.Forward(x).Data)
+		}
+		if !slices.Equal(ys[0], ys[1]) {
+			t.Errorf("n=%d: AttentionCore differs from the batched products", n)
+		}
 	}
 }
 
