@@ -87,6 +87,9 @@ func (a *Attention) Backward(dy *tensor.Tensor) *tensor.Tensor {
 	dk := a.dqkv.View(c*t, a.dqkv.Len()-c*t)
 	dv := a.dqkv.View(2*c*t, a.dqkv.Len()-2*c*t)
 	a.dw = tensor.Ensure(d, a.dw, n, t, t)
+	if fused, ok := d.(attentionCoreBackward); ok && fused.AttentionCoreBackward(a.dqkv, a.dw, dh, a.qkv, a.w, n, c, t, scale) {
+		return a.finishBackward(dy)
+	}
 	// dw[t,s] = Σ_c dh[c,t]·v[c,s]
 	d.Gemm(tensor.GemmArgs{TransA: true, M: t, N: t, K: c, Alpha: 1, A: dh, LDA: t, B: v, LDB: t, C: a.dw,
 		Batch: n, StrideA: c * t, StrideB: 3 * c * t, StrideC: t * t})
@@ -99,6 +102,19 @@ func (a *Attention) Backward(dy *tensor.Tensor) *tensor.Tensor {
 		LDC: t, Batch: n, StrideA: 3 * c * t, StrideB: t * t, StrideC: 3 * c * t})
 	d.Gemm(tensor.GemmArgs{M: c, N: t, K: t, Alpha: scale, A: q, LDA: t, B: a.dw, LDB: t, C: dk, LDC: t,
 		Batch: n, StrideA: 3 * c * t, StrideB: t * t, StrideC: 3 * c * t})
+	return a.finishBackward(dy)
+}
+
+// attentionCoreBackward is a device that computes the attention backward of a batch in one call, or says it
+// did not ((*tensor.CPU).AttentionCoreBackward).
+type attentionCoreBackward interface {
+	AttentionCoreBackward(dqkv, dw, dh, qkv, w *tensor.Tensor, n, c, t int, scale float32) bool
+}
+
+// finishBackward takes a.dqkv through qkv and the norm, and adds dy's residual path.
+func (a *Attention) finishBackward(dy *tensor.Tensor) *tensor.Tensor {
+	d := dy.Dev
+	n, c := a.n, a.C
 	dn := a.QKV.Backward(a.dqkv.Reshape(n, 3*c, a.y.Shape[2], a.y.Shape[3]))
 	dxn := a.Norm.Backward(dn)
 	a.dx = tensor.Ensure(d, a.dx, a.y.Shape...)

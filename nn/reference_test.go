@@ -313,15 +313,20 @@ func TestForwardAttention(t *testing.T) {
 	}
 }
 
-// The CPU's one-call attention (each image's products and softmax back to back) gives what the three batched
-// calls give, bit for bit: same products, same order of summation.
+// The CPU's one-call attention (each image's products and softmax back to back), forward and backward, gives what
+// the batched calls give, bit for bit: same products, same order of summation.
 func TestAttentionCoreMatchesBatched(t *testing.T) {
 	t.Parallel()
 	d := tensor.NewCPU(2)
-	plain := struct{ tensor.Device }{d} // the same device without AttentionCore
+	// The same device without the attention methods (but with its convolutions, so that the layers around the
+	// attention take the same path).
+	plain := struct {
+		tensor.Device
+		tensor.ConvDevice
+	}{d, d}
 	rng := rand.New(rand.NewPCG(27, 1))
 	for _, n := range []int{1, 2, 5} {
-		var ys [2][]float32
+		var ys, grads [2][]float32
 		for k, dev := range []tensor.Device{d, plain} {
 			ps := NewParams(dev)
 			a := NewAttention(ps, "attn", 16)
@@ -340,9 +345,27 @@ func TestAttentionCoreMatchesBatched(t *testing.T) {
 				copy(x.Data, ys[1])
 			}
 			ys[k] = slices.Clone(a.Forward(x).Data)
+			dy := dev.New(n, 16, 8, 8)
+			dy.Dev = dev
+			for i := range dy.Data {
+				dy.Data[i] = float32(math.Sin(float64(i)))
+			}
+			grads[k] = slices.Clone(a.Backward(dy).Data)
+			for _, p := range ps.List {
+				grads[k] = append(grads[k], p.G.Data...)
+			}
 		}
 		if !slices.Equal(ys[0], ys[1]) {
 			t.Errorf("n=%d: AttentionCore differs from the batched products", n)
+		}
+		if !slices.Equal(grads[0], grads[1]) {
+			worst, at := 0.0, 0
+			for i := range grads[0] {
+				if dd := math.Abs(float64(grads[0][i] - grads[1][i])); dd > worst {
+					worst, at = dd, i
+				}
+			}
+			t.Errorf("n=%d: AttentionCoreBackward's gradients differ from the batched products' (%d values, worst %g at %d: %g vs %g)", n, len(grads[0]), worst, at, grads[0][at], grads[1][at])
 		}
 	}
 }

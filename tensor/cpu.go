@@ -532,6 +532,30 @@ func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) {
 	})
 }
 
+// AttentionCoreBackward is AttentionCore's backward: from dh [n, c, t] and the forward's qkv and w it writes dqkv
+// [n, 3c, t] and leaves softmax's input gradient in dw [n, t, t], each image's five steps back to back on one core.
+// It reports false, doing nothing, when there are fewer images than cores (the caller then splits each product).
+func (d *CPU) AttentionCoreBackward(dqkv, dw, dh, qkv, w *Tensor, n, c, t int, scale float32) bool {
+	if n < d.threads {
+		return false
+	}
+	d.par(n, 1, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			q := qkv.Data[i*3*c*t : (i+1)*3*c*t]
+			dq := dqkv.Data[i*3*c*t : (i+1)*3*c*t]
+			dhi := dh.Data[i*c*t : (i+1)*c*t]
+			wi, dwi := w.Data[i*t*t:(i+1)*t*t], dw.Data[i*t*t:(i+1)*t*t]
+			d.sgemm1(true, false, t, t, c, 1, dhi, t, q[2*c*t:], t, 0, dwi, t)  // dw = dhᵀ·v
+			d.sgemm1(false, false, c, t, t, 1, dhi, t, wi, t, 0, dq[2*c*t:], t) // dv = dh·w
+			pw, pdw := (*C.float)(unsafe.Pointer(&wi[0])), (*C.float)(unsafe.Pointer(&dwi[0]))
+			C.k_softmax_bwd(pdw, pw, pdw, C.long(t), 0, C.long(t))
+			d.sgemm1(false, true, c, t, t, scale, q[c*t:], t, dwi, t, 0, dq, t)  // dq = k·dSᵀ/√C
+			d.sgemm1(false, false, c, t, t, scale, q, t, dwi, t, 0, dq[c*t:], t) // dk = q·dS/√C
+		}
+	})
+	return true
+}
+
 func (d *CPU) Softmax(y, x *Tensor, rows, dim int) {
 	py, px := ptr(y), ptr(x)
 	d.par(rows, max(1, elemGrain/4/dim), func(lo, hi int) {
