@@ -181,34 +181,48 @@ func ptr(t *Tensor) *C.float {
 	return (*C.float)(unsafe.Pointer(&t.Data[0]))
 }
 
-// par splits [0, n) into at most Threads chunks of at least grain items and runs f on each, in parallel.
+// parPieces is how many pieces per thread par cuts its range into.
+const parPieces = 4
+
+// par runs f over [0, n) on up to Threads threads, in pieces of at least grain items taken from a shared counter.
+// The calling thread starts at once and the helpers join when they wake (a goroutine here starts 15–25 µs after
+// it is spawned): whoever is running takes the next piece, and the call returns when every piece is done, not
+// when every helper has woken, so a late helper costs the pieces it missed rather than a wait at the end. f must
+// not depend on which thread runs which piece (every kernel here writes by index).
 func (d *CPU) par(n, grain int, f func(lo, hi int)) {
 	if n <= 0 {
 		return
 	}
-	chunks := d.threads
 	if grain < 1 {
 		grain = 1
 	}
-	if c := n / grain; c < chunks {
-		chunks = c
-	}
-	if chunks <= 1 {
+	threads := min(d.threads, n/grain)
+	if threads <= 1 {
 		f(0, n)
 		return
 	}
-	var wg sync.WaitGroup
-	step := (n + chunks - 1) / chunks
-	for lo := step; lo < n; lo += step {
-		hi := min(lo+step, n)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f(lo, hi)
-		}()
+	pieces := min(threads*parPieces, n/grain)
+	step := (n + pieces - 1) / pieces
+	pieces = (n + step - 1) / step
+	var next, done atomic.Int64
+	fin := make(chan struct{})
+	work := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= pieces {
+				return
+			}
+			f(i*step, min((i+1)*step, n))
+			if int(done.Add(1)) == pieces {
+				close(fin)
+			}
+		}
 	}
-	f(0, min(step, n))
-	wg.Wait()
+	for range threads - 1 {
+		go work()
+	}
+	work()
+	<-fin
 }
 
 // parSum is par for kernels that return a partial sum. Partials are added in chunk order, so the result does not
