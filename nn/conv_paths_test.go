@@ -59,3 +59,44 @@ func TestConvPathsAgree(t *testing.T) {
 		}
 	}
 }
+
+// TestConvWeightGradDeterministic: with more workers than two, the weight gradient is still the same bits on
+// every run (the workers' partial sums are added in worker order, not in the order they finish).
+func TestConvWeightGradDeterministic(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"direct", "im2col"} {
+		d := tensor.NewCPU(5)
+		d.SetIm2colConv(path == "im2col")
+		rng := rand.New(rand.NewPCG(61, 1))
+		ps := NewParams(d)
+		c := NewConv2d(ps, "conv", 8, 16, 3)
+		Init{rng}.TorchDefault(c.W, c.B, 8*9)
+		x, dy := d.New(10, 8, 8, 8), d.New(10, 16, 8, 8)
+		for i := range x.Data {
+			x.Data[i] = float32(rng.NormFloat64())
+		}
+		for i := range dy.Data {
+			dy.Data[i] = float32(rng.NormFloat64())
+		}
+		var first []float32
+		for run := range 30 {
+			for i := range c.W.G.Data {
+				c.W.G.Data[i] = 0.125 // a non-zero accumulator, as after an earlier use of the same weight
+			}
+			c.Forward(x)
+			c.Backward(dy)
+			if run == 0 {
+				first = append([]float32(nil), c.W.G.Data...)
+				continue
+			}
+			for i, v := range c.W.G.Data {
+				if v != first[i] {
+					t.Fatalf("%s, run %d: dW[%d] = %v, first run %v", path, run, i, v, first[i])
+				}
+			}
+		}
+		if math.IsNaN(float64(first[0])) {
+			t.Fatalf("%s: NaN gradient", path)
+		}
+	}
+}

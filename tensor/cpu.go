@@ -800,15 +800,18 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 		wtp = d.packConv3x3(w, cout, cin, true)
 		defer d.scratch.Put(wtp)
 	}
-	var mu sync.Mutex
 	workers := 1
 	if d.convByImage(n) {
 		workers = d.threads
 	}
 	per := (n + workers - 1) / workers
+	// Each worker's weight gradient, added to dw in worker order once all are done: the sum does not depend on
+	// which worker finished first (with three or more it would otherwise differ in the last bits from run to run).
+	partial := make([]*[]float32, (n+per-1)/per)
 	var wg sync.WaitGroup
 	for lo := 0; lo < n; lo += per {
 		hi := min(lo+per, n)
+		wk := lo / per
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -822,9 +825,9 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 			colp := d.scratchBuf(colN)
 			dcolp := d.scratchBuf(dcolN)
 			dwp := d.scratchBuf(cout * kk)
+			partial[wk] = dwp // handed back after the ordered sum
 			defer d.scratch.Put(colp)
 			defer d.scratch.Put(dcolp)
-			defer d.scratch.Put(dwp)
 			col, dcol, dwl := *colp, *dcolp, *dwp
 			clear(dwl)
 			var dscratch []float32
@@ -872,14 +875,15 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				C.k_col2im((*C.float)(unsafe.Pointer(&dxb[0])), (*C.float)(unsafe.Pointer(&dcol[0])), 1, C.long(cin),
 					C.long(h), C.long(wd), C.long(k), C.long(k/2), 0, C.long(cin))
 			}
-			mu.Lock()
-			for j, v := range dwl {
-				dw.Data[j] += v
-			}
-			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	py := (*C.float)(unsafe.Pointer(&dw.Data[0]))
+	for _, dwp := range partial {
+		px := (*C.float)(unsafe.Pointer(&(*dwp)[0]))
+		d.par(cout*kk, elemGrain, func(lo, hi int) { C.k_axpby(1, px, 1, py, C.long(lo), C.long(hi)) })
+		d.scratch.Put(dwp)
+	}
 }
 
 // scratchPool keeps reusable host buffers by power-of-two size class, so kernels that need temporary space do not
