@@ -43,8 +43,7 @@ func (a *Attention) Forward(x *tensor.Tensor) *tensor.Tensor {
 	scale := float32(1 / math.Sqrt(float64(c)))
 	a.w = tensor.Ensure(d, a.w, n, t, t)
 	a.h = tensor.Ensure(d, a.h, n, c, x.Shape[2], x.Shape[3])
-	if fused, ok := d.(attentionCore); ok {
-		fused.AttentionCore(a.h, a.w, a.qkv, n, c, t, scale)
+	if fused, ok := d.(attentionCore); ok && fused.AttentionCore(a.h, a.w, a.qkv, n, c, t, scale) {
 		return a.finish(x)
 	}
 	// w[t,s] = Σ_c q[c,t]·k[c,s] / √C
@@ -58,10 +57,10 @@ func (a *Attention) Forward(x *tensor.Tensor) *tensor.Tensor {
 	return a.finish(x)
 }
 
-// attentionCore is a device that computes the attention products and softmax of a batch in one call
-// ((*tensor.CPU).AttentionCore: each image's steps back to back, in cache).
+// attentionCore is a device that computes the attention products and softmax of a batch in one call, or says it
+// did not ((*tensor.CPU).AttentionCore: each image's steps back to back, in cache).
 type attentionCore interface {
-	AttentionCore(h, w, qkv *tensor.Tensor, n, c, t int, scale float32)
+	AttentionCore(h, w, qkv *tensor.Tensor, n, c, t int, scale float32) bool
 }
 
 // finish projects the attention output a.h and adds the input x.

@@ -524,15 +524,11 @@ func (d *CPU) LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd *Ten
 // axis): w[i] = softmax(scale·q[i]ᵀk[i]) [t, t] and h[i] = v[i]·w[i]ᵀ [c, t]. Each image's three steps run back to
 // back on one core, so that its t×t weights are still in cache when the softmax and the second product read them
 // (the batched form writes all n of them, 4 MB for 16 images of 16×16, before reading any back), and the whole
-// block is one parallel loop instead of three. With fewer images than cores it splits each product instead.
-func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) {
+// block is one parallel loop instead of three. It reports false, doing nothing, when there are fewer images than
+// cores (the caller then splits each product over the cores).
+func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) bool {
 	if n < d.threads {
-		d.Gemm(GemmArgs{TransA: true, M: t, N: t, K: c, Alpha: scale, A: qkv, LDA: t, B: qkv.View(c*t, qkv.Len()-c*t),
-			LDB: t, C: w, Batch: n, StrideA: 3 * c * t, StrideB: 3 * c * t, StrideC: t * t})
-		d.Softmax(w, w, n*t, t)
-		d.Gemm(GemmArgs{TransB: true, M: c, N: t, K: t, Alpha: 1, A: qkv.View(2*c*t, qkv.Len()-2*c*t), LDA: t, B: w,
-			LDB: t, C: h, Batch: n, StrideA: 3 * c * t, StrideB: t * t, StrideC: c * t})
-		return
+		return false
 	}
 	d.par(n, 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -544,6 +540,7 @@ func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) {
 			d.sgemm1(false, true, c, t, t, 1, q[2*c*t:], t, wi, t, 0, h.Data[i*c*t:(i+1)*c*t], t)
 		}
 	})
+	return true
 }
 
 // AttentionCoreBackward is AttentionCore's backward: from dh [n, c, t] and the forward's qkv and w it writes dqkv

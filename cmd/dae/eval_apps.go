@@ -202,9 +202,10 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 		}
 		byRound := ""
 		if r.Rounds > 0 {
-			// Every round's edits re-encoded (z_sem only) and judged by the classifier: how the share grows.
+			// Every earlier round's edits re-encoded (z_sem only) and judged by the classifier, then the last
+			// round's share from above: how the share grows.
 			var shares []string
-			for col := len(r.Fractions) - 1; col < r.columns(); col++ {
+			for col := len(r.Fractions) - 1; col < r.columns()-1; col++ {
 				zc, err := semanticCodes(ctx, m, r.X[col*k*per:(col+1)*k*per], k, *mf.batch)
 				if err != nil {
 					return err
@@ -217,6 +218,7 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 				}
 				shares = append(shares, fmt.Sprintf("%.0f%%", 100*float64(hit)/float64(k)))
 			}
+			shares = append(shares, fmt.Sprintf("%.0f%%", 100*succ/float64(k)))
 			byRound = " " + strings.Join(shares, " → ") + " |"
 		}
 		fmt.Printf("| %s | %d | %.3f | %.1f%% | %s | %.2f → %.2f | %.4f | %.3f | %s |%s\n", name, k, scale, 100*succ/float64(k), ps,
