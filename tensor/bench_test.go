@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // Run with: go test -bench . -run '^$' ./tensor
@@ -154,6 +155,39 @@ func BenchmarkGroupNormShapes(b *testing.B) {
 				d.GroupNormBackward(grads, dy, x, gamma, beta, mean, rstd, s.n, s.c, s.hw, 32, mod)
 			}
 			per(b)
+		})
+	}
+}
+
+// The 3×3 weight gradient alone (Conv2dBackward without dx) on the fm32 training shapes, through the
+// channels-last kernel and through the padded-grid one (on 4×4 maps im2col + GEMM), alternating every 20 calls in one timed loop so that
+// both see the same machine; GFLOP/s of each and the ratio.
+func BenchmarkConvWeightGrad(b *testing.B) {
+	defer func() { setDWChannelsLast(true) }()
+	for _, s := range []struct{ n, cin, cout, hw int }{{16, 32, 32, 32}, {16, 64, 32, 32}, {16, 64, 64, 16},
+		{16, 128, 64, 16}, {16, 64, 64, 8}, {16, 128, 128, 8}, {16, 128, 128, 4}} {
+		b.Run(fmt.Sprintf("%dx%dx%d->%d", s.n, s.cin, s.hw, s.cout), func(b *testing.B) {
+			d := benchDev()
+			rng := rand.New(rand.NewPCG(3, 3))
+			x, dy := randn(d, rng, s.n, s.cin, s.hw, s.hw), randn(d, rng, s.n, s.cout, s.hw, s.hw)
+			w, dw, db := randn(d, rng, s.cout, s.cin, 3, 3), d.New(s.cout, s.cin, 3, 3), d.New(s.cout)
+			var spent [2]float64
+			calls := 0
+			for b.Loop() {
+				for path := range 2 {
+					setDWChannelsLast(path == 0)
+					t0 := time.Now()
+					for range 20 {
+						d.Conv2dBackward(nil, dw, db, dy, x, w, s.n, s.cin, s.cout, s.hw, s.hw, 3)
+					}
+					spent[path] += float64(time.Since(t0))
+				}
+				calls += 20
+			}
+			flops := 2 * float64(s.n*s.hw*s.hw*s.cin*s.cout*9) * float64(calls)
+			b.ReportMetric(flops/spent[0], "GFLOP/s-cl")
+			b.ReportMetric(flops/spent[1], "GFLOP/s-grid")
+			b.ReportMetric(spent[1]/spent[0], "speedup")
 		})
 	}
 }

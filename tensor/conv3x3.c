@@ -445,8 +445,149 @@ static long dw_plane_of(long h, long w) { return (h + 2) * (w + 2); }
 // Rows start on 64-byte boundaries (the dy loads are then aligned; unaligned rows cost a third of the speed).
 static long dw_row_of(long n, long h, long w) { return (n * dw_plane_of(h, w) + 2 * (w + 2) + 32 + 15) / 16 * 16; }
 
+// The channels-last weight gradient (AVX-512, cin a multiple of 16): x is copied once, transposed, into
+// X [n][h+2][w+2][cin] with a zero border, so that the 16 input channels of a tap at a position are one aligned
+// vector. For a block of 16 input channels and three output channels, dw[co][ci][k] += Σ_p dy[co][p]·X[p+off_k][ci]
+// runs over the image's positions only (no border positions, no padded grid): per position three broadcasts of
+// dy, read where it lies, and nine vector loads feed 27 accumulators whose lanes are input channels, so nothing
+// is reduced across lanes at the end.
+static long cl_len(long n, long cin, long h, long w) { return n * (h + 2) * (w + 2) * cin + 16; }
+
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w) {
-	return (cin + cout + 1) * dw_row_of(n, h, w);
+	long a = (cin + cout + 1) * dw_row_of(n, h, w), b = cl_len(n, cin, h, w) + h * w;
+	return a > b ? a : b;
+}
+
+// transpose16 sets the 16 vectors c[j][i] = r[i][j].
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16(__m512 r[16]) {
+	__m512 t[16], u[16];
+#pragma GCC unroll 8
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+	// u[4q + m] holds, in 128-bit lane L, column 4L + m of rows 4q … 4q+3.
+#pragma GCC unroll 4
+	for (int q = 0; q < 4; q++) {
+		__m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
+		__m512d c = _mm512_castps_pd(t[4 * q + 1]), d = _mm512_castps_pd(t[4 * q + 3]);
+		u[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+		u[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+		u[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+		u[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+	}
+#pragma GCC unroll 4
+	for (int m = 0; m < 4; m++) {
+		__m512 v0 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0x88), v1 = _mm512_shuffle_f32x4(u[m], u[4 + m], 0xdd);
+		__m512 w0 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0x88), w1 = _mm512_shuffle_f32x4(u[8 + m], u[12 + m], 0xdd);
+		r[m] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+		r[8 + m] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+		r[4 + m] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+		r[12 + m] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+	}
+}
+
+// to_channels_last fills X [cin/16][n][h+2][w+2][16] (border zero) from x [n][cin][h][w], 16 channels × 16
+// positions at a time through a register transpose. Each block of 16 channels is one contiguous run: a pass of the
+// kernel over it reads consecutive lines (interleaving the blocks per position would put a pass's lines cin·4 bytes
+// apart, on a fraction of the cache's sets).
+__attribute__((target("avx512f"))) static void to_channels_last(float *X, const float *x, long n, long cin, long h,
+                                                                long w) {
+	long rw = w + 2, hw = h * w, full = hw / 16 * 16, img = (h + 2) * rw * 16;
+	for (long c0 = 0; c0 < cin; c0 += 16)
+		for (long i = 0; i < n; i++) {
+			float *Xi = X + (c0 / 16 * n + i) * img;
+			memset(Xi, 0, (size_t)(rw * 16) * sizeof(float));
+			memset(Xi + (h + 1) * rw * 16, 0, (size_t)(rw * 16) * sizeof(float));
+			for (long y = 0; y < h; y++) {
+				memset(Xi + (y + 1) * rw * 16, 0, 16 * sizeof(float));
+				memset(Xi + ((y + 1) * rw + w + 1) * 16, 0, 16 * sizeof(float));
+			}
+			const float *xi = x + (i * cin + c0) * hw;
+			for (long p0 = 0; p0 < full; p0 += 16) {
+				__m512 r[16];
+#pragma GCC unroll 16
+				for (int l = 0; l < 16; l++) r[l] = _mm512_loadu_ps(xi + l * hw + p0);
+				transpose16(r);
+#pragma GCC unroll 16
+				for (int j = 0; j < 16; j++) {
+					long p = p0 + j, y = p / w, xx = p % w;
+					_mm512_store_ps(Xi + ((y + 1) * rw + xx + 1) * 16, r[j]);
+				}
+			}
+			for (long p = full; p < hw; p++) {
+				long y = p / w, xx = p % w;
+				for (int l = 0; l < 16; l++) Xi[((y + 1) * rw + xx + 1) * 16 + l] = xi[l * hw + p];
+			}
+		}
+}
+
+// dwcl_block adds to acc [3][9][16] the sums over n images' positions for output channels d0, d1, d2 (each
+// [h][w], the next image dstride further) and the 16 input channels at X [n][h+2][w+2][16].
+__attribute__((target("avx512f"))) static void dwcl_block(float *acc, const float *d0, const float *d1,
+                                                          const float *d2, long dstride, const float *X, long n,
+                                                          long h, long w) {
+	__m512 a[3][9];
+#pragma GCC unroll 9
+	for (int k = 0; k < 9; k++) a[0][k] = a[1][k] = a[2][k] = _mm512_setzero_ps();
+	long rw = w + 2, img = (h + 2) * rw * 16, rs = rw * 16;
+	for (long i = 0; i < n; i++) {
+		const float *e0 = d0 + i * dstride, *e1 = d1 + i * dstride, *e2 = d2 + i * dstride;
+		for (long y = 0; y < h; y++) {
+			const float *xr = X + i * img + y * rs;
+			for (long p = y * w; p < y * w + w; p++, xr += 16) {
+				__m512 y0 = _mm512_set1_ps(e0[p]), y1 = _mm512_set1_ps(e1[p]), y2 = _mm512_set1_ps(e2[p]);
+#pragma GCC unroll 9
+				for (int k = 0; k < 9; k++) {
+					__m512 xv = _mm512_load_ps(xr + (k / 3) * rs + (k % 3) * 16);
+					__asm__("" : "+v"(xv)); // one load per tap, not one per product
+					a[0][k] = _mm512_fmadd_ps(y0, xv, a[0][k]);
+					a[1][k] = _mm512_fmadd_ps(y1, xv, a[1][k]);
+					a[2][k] = _mm512_fmadd_ps(y2, xv, a[2][k]);
+				}
+			}
+		}
+	}
+#pragma GCC unroll 9
+	for (int k = 0; k < 9; k++) {
+		_mm512_storeu_ps(acc + k * 16, a[0][k]);
+		_mm512_storeu_ps(acc + (9 + k) * 16, a[1][k]);
+		_mm512_storeu_ps(acc + (18 + k) * 16, a[2][k]);
+	}
+}
+
+int k_conv3x3_dw_cl = 1; // 0: every weight gradient on the padded grid (benchmarks compare the two)
+
+static void dw_channels_last(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
+                             float *scratch) {
+	long hw = h * w;
+	float *X = (float *)(((unsigned long)scratch + 63) & ~63ul), *zero = X + cl_len(n, cin, h, w) - 16;
+	memset(zero, 0, (size_t)hw * sizeof(float));
+	to_channels_last(X, x, n, cin, h, w);
+	float acc[27 * 16];
+	long img = (h + 2) * (w + 2) * 16;
+	for (long c0 = 0; c0 < cin; c0 += 16)
+		for (long co = 0; co < cout; co += 3) {
+			const float *Xb = X + c0 / 16 * n * img;
+			long nc = cout - co < 3 ? cout - co : 3;
+			const float *d0 = dy + co * hw, *d1 = nc > 1 ? d0 + hw : zero, *d2 = nc > 2 ? d0 + 2 * hw : zero;
+			// A missing output channel reads the zero row of one image for every image (stride 0); a present one
+			// steps by cout·hw from image to image. Both need one stride: give the zero rows their own call.
+			if (nc == 3) {
+				dwcl_block(acc, d0, d1, d2, cout * hw, Xb, n, h, w);
+			} else {
+				float part[27 * 16];
+				memset(acc, 0, sizeof acc);
+				for (long i = 0; i < n; i++) {
+					const float *e0 = d0 + i * cout * hw, *e1 = nc > 1 ? e0 + hw : zero;
+					dwcl_block(part, e0, e1, zero, 0, Xb + i * img, 1, h, w);
+					for (int q = 0; q < 27 * 16; q++) acc[q] += part[q];
+				}
+			}
+			for (long j = 0; j < nc; j++)
+				for (int k = 0; k < 9; k++)
+					for (int l = 0; l < 16; l++) dw[((co + j) * cin + c0 + l) * 9 + k] += acc[(j * 9 + k) * 16 + l];
+		}
 }
 
 // k_conv3x3_dw adds to dw [cout][cin][3][3] the weight gradient of n images x [n][cin][h][w], dy [n][cout][h][w];
@@ -455,6 +596,10 @@ long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w) {
 // DW_CHUNK positions, not once per small image).
 void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
                   float *scratch) {
+	if (k_conv3x3_dw_cl && isa() == 2 && cin % 16 == 0) {
+		dw_channels_last(dw, x, dy, n, cin, cout, h, w, scratch);
+		return;
+	}
 	long rw = w + 2, plane = dw_plane_of(h, w), row = dw_row_of(n, h, w);
 	long total = (n * plane + 15) / 16 * 16;
 	float *P = scratch, *D = scratch + cin * row, *zero = D + cout * row;

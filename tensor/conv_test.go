@@ -16,6 +16,9 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		{1, 1, 8, 8, 8}, {2, 3, 5, 8, 9}, {1, 20, 13, 9, 11}, {2, 16, 32, 32, 32}, {1, 33, 17, 12, 8},
 		{1, 8, 8, 7, 40}, {1, 64, 24, 16, 16}, {3, 4, 1, 8, 8}, {5, 16, 2, 8, 12},
 		{4, 16, 24, 4, 4}, {2, 5, 9, 6, 5}, {1, 3, 17, 5, 7}, // narrow maps: the AVX-512 forward in place only
+		// the channels-last weight gradient (input channels in blocks of 16): output channels off its blocks of
+		// three, maps whose positions are not a multiple of 16 (the transpose's tail)
+		{3, 32, 7, 9, 11}, {2, 48, 5, 8, 10}, {4, 16, 4, 16, 16}, {3, 64, 64, 8, 8},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(tc.cin), uint64(tc.cout)))
 		rnd := func(shape ...int) *Tensor {
@@ -98,7 +101,7 @@ func TestDirectConvAVX2Mix(t *testing.T) {
 	setConvCap(1)
 	directForced, directLevel = false, 1
 	d := NewCPU(2)
-	if !d.directConv(3, w) || d.directConvDW(3, w) {
+	if !d.directConv(3, w) || d.directConvDW(3, cin, w) {
 		t.Fatal("an AVX2 CPU should run the direct forward kernel and im2col for the weight gradient")
 	}
 	y, dx, dw := run(d)

@@ -80,11 +80,15 @@ func (d *CPU) directConv(k, w int) bool {
 	return k == 3 && w >= minDirectWidth() && !d.im2colConv && (directLevel >= 1 || directForced)
 }
 
-// directConvDW says whether the weight gradient of such a convolution goes through its direct kernel, which has
-// an AVX-512 block only and works on the padded grid (on maps under 8 wide most of that grid is border: im2col +
-// GEMM is faster there).
-func (d *CPU) directConvDW(k, w int) bool {
-	return d.directConv(k, w) && w >= 8 && (directLevel >= 2 || directForced)
+// directConvDW says whether the weight gradient of such a convolution goes through a direct kernel. Both are
+// AVX-512 only. With input channels in blocks of 16 the channels-last kernel runs on any map the forward takes
+// (it visits the image's positions only); other channel counts go through the padded-grid kernel, from 8 wide (on
+// narrower maps most of that grid is border: im2col + GEMM is faster there).
+func (d *CPU) directConvDW(k, cin, w int) bool {
+	if !d.directConv(k, w) || (directLevel < 2 && !directForced) {
+		return false
+	}
+	return w >= 8 || (cin%16 == 0 && C.k_conv3x3_dw_cl != 0 && directLevel >= 2 && C.k_conv3x3_cap >= 2)
 }
 
 var (
@@ -119,6 +123,15 @@ func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, res []float32, ci
 
 // setConvCap limits the direct kernels to blocks of at most this width (2 AVX-512, 1 AVX2, 0 portable) and uses
 // the direct kernels even where the CPU would not (tests); setConvCap(2) restores the default.
+// setDWChannelsLast turns the channels-last weight-gradient kernel on or off (benchmarks compare it with the
+// padded-grid one).
+func setDWChannelsLast(on bool) {
+	C.k_conv3x3_dw_cl = 0
+	if on {
+		C.k_conv3x3_dw_cl = 1
+	}
+}
+
 func setConvCap(level int) {
 	directForced = level < 2
 	C.k_conv3x3_cap = C.int(level)
@@ -790,7 +803,7 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 	hw := h * wd
 	kk := cin * k * k
 	d.ChannelSumAcc(db, dy, n, cout, hw)
-	directDW := d.directConvDW(k, wd)
+	directDW := d.directConvDW(k, cin, wd)
 	direct := dx != nil && d.directConv(k, wd)
 	var wtp *[]float32
 	if direct {

@@ -48,6 +48,7 @@ void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip);
 void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, const float *res, long cin, long cout,
                long h, long w, float *scratch);
 extern int k_conv3x3_cap;
+extern int k_conv3x3_dw_cl;
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w);
 void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
                   float *scratch);
