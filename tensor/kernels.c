@@ -406,21 +406,22 @@ HOT void k_ln_bwd(float *dx, float *dgamma_p, float *dbeta_p, const float *dy, c
 	}
 }
 
+// row_max is the largest of x[0..d). finite-math-only lets GCC vectorise it: as a ? : it must otherwise keep
+// NaN's order of operands and the loop stays scalar, which was three quarters of the softmax (a row with a NaN
+// or an infinity is lost either way). Only this loop gets the option: on the whole softmax it stopped GCC from
+// vectorising the exponentials.
+static HOT __attribute__((optimize("finite-math-only"), noinline)) float row_max(const float *x, long d) {
+	float mx = x[0];
+	for (long i = 1; i < d; i++) mx = x[i] > mx ? x[i] : mx;
+	return mx;
+}
+
 HOT void k_softmax(float *y, const float *x, long d, long lo, long hi) {
 	EXP_BOUNDS;
 	for (long r = lo; r < hi; r++) {
 		const float *xr = x + r * d;
 		float *yr = y + r * d;
-		// The maximum in 16 lanes: as one running scalar GCC keeps it sequential (a max reduction may only be
-		// reordered under finite-math), which made this loop three quarters of the softmax.
-		float lane[16];
-		for (int j = 0; j < 16; j++) lane[j] = xr[0];
-		long i = 0;
-		for (; i + 16 <= d; i += 16)
-			for (int j = 0; j < 16; j++) lane[j] = xr[i + j] > lane[j] ? xr[i + j] : lane[j];
-		float mx = xr[0];
-		for (int j = 0; j < 16; j++) mx = lane[j] > mx ? lane[j] : mx;
-		for (; i < d; i++) mx = xr[i] > mx ? xr[i] : mx;
+		float mx = row_max(xr, d);
 		float s = 0;
 		for (long i = 0; i < d; i++) {
 			yr[i] = exp_fast(xr[i] - mx, exp_lo, exp_hi);
