@@ -536,10 +536,14 @@ __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const floa
 		for (long y = 0; y < h; y++) {
 			const float *xr = X + i * img + y * rs;
 			for (long p = y * w; p < y * w + w; p++, xr += 16) {
+				// Hidden from the optimiser: seeing that this position's taps are the next one's, GCC carries
+				// loaded vectors from one position to the next, runs out of registers and spills accumulators.
+				const float *xq = xr;
+				__asm__("" : "+r"(xq));
 				__m512 y0 = _mm512_set1_ps(e0[p]), y1 = _mm512_set1_ps(e1[p]), y2 = _mm512_set1_ps(e2[p]);
 #pragma GCC unroll 9
 				for (int k = 0; k < 9; k++) {
-					__m512 xv = _mm512_load_ps(xr + (k / 3) * rs + (k % 3) * 16);
+					__m512 xv = _mm512_load_ps(xq + (k / 3) * rs + (k % 3) * 16);
 					__asm__("" : "+v"(xv)); // one load per tap, not one per product
 					a[0][k] = _mm512_fmadd_ps(y0, xv, a[0][k]);
 					a[1][k] = _mm512_fmadd_ps(y1, xv, a[1][k]);
