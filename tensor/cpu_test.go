@@ -110,6 +110,51 @@ func TestSiLUAccuracy(t *testing.T) {
 	}
 }
 
+// Group norm with AdaGN scale and shift and SiLU, against the same computed in float64, on a map whose positions
+// are not a multiple of the vector width, and on inputs wide enough to reach SiLU's clamps.
+func TestGroupNormSiLUAccuracy(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(63, 1))
+	d := NewCPU(2)
+	n, c, hw, g := 2, 8, 37, 4
+	x := randn(d, rng, n, c, hw)
+	for i := range x.Data {
+		x.Data[i] *= 3
+	}
+	gamma, beta, sc, sh := randn(d, rng, c), randn(d, rng, c), randn(d, rng, n, c), randn(d, rng, n, c)
+	for i := range gamma.Data {
+		gamma.Data[i] *= 20 // u up to about ±100: past the exponential's clamps
+	}
+	y, m, r := d.New(n, c, hw), d.New(n, g), d.New(n, g)
+	d.GroupNorm(y, x, gamma, beta, m, r, n, c, hw, g, 1e-5, GNMod{Scale: sc, Shift: sh, SiLU: true})
+	cg := c / g
+	for b := range n {
+		for gi := range g {
+			s1, s2 := 0.0, 0.0
+			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
+				for _, v := range x.Data[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+					s1 += float64(v)
+					s2 += float64(v) * float64(v)
+				}
+			}
+			cnt := float64(cg * hw)
+			mean := s1 / cnt
+			rstd := 1 / math.Sqrt(s2/cnt-mean*mean+1e-5)
+			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
+				for i := range hw {
+					k := (b*c+ch)*hw + i
+					h := (float64(x.Data[k])-mean)*rstd*float64(gamma.Data[ch]) + float64(beta.Data[ch])
+					u := h*(1+float64(sc.Data[b*c+ch])) + float64(sh.Data[b*c+ch])
+					want := u / (1 + math.Exp(-u))
+					if got := float64(y.Data[k]); math.Abs(got-want) > 2e-5*(1+math.Abs(want)) {
+						t.Fatalf("y[%d] = %g, want %g (u = %g)", k, got, want, u)
+					}
+				}
+			}
+		}
+	}
+}
+
 // The kernels split work over goroutines by index range: results must not depend on how it was split.
 func TestThreadsAgree(t *testing.T) {
 	t.Parallel()
