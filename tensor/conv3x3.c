@@ -315,6 +315,85 @@ __attribute__((target("avx512f"))) static void conv_unpadded(float *y, const flo
 	}
 }
 
+// Maps of at most 16 positions (4×4) are one vector per image: a block of one image has 8 accumulators, and
+// each masked load of its input feeds only 8 products. blocki takes NI (≤ 3) images at once instead, 8 output
+// channels × NI images = up to 24 accumulators, so that the 8 weights of a tap, broadcast once, serve every image.
+__attribute__((target("avx512f"), always_inline)) static inline void blocki(float *y, const float *res, long ystride,
+                                                                          const float *bias, long nco,
+                                                                          const float *x, long xstride, const int NI,
+                                                                          const __mmask16 *mk, __mmask16 st,
+                                                                          const float *wb, long cin, long hw,
+                                                                          long w) {
+	__m512 a[CB][3];
+#pragma GCC unroll 8
+	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
+	for (long i = 0; i < cin; i++, wb += 9 * CB) {
+		const float *s = x + i * hw;
+#pragma GCC unroll 9
+		for (int k = 0; k < 9; k++) {
+			const float *q = s + (k / 3 - 1) * w + (k % 3 - 1);
+			__m512 xv[3];
+#pragma GCC unroll 3
+			for (int v = 0; v < 3; v++)
+				if (v < NI) xv[v] = _mm512_maskz_loadu_ps(mk[k], q + v * xstride);
+#pragma GCC unroll 8
+			for (int j = 0; j < CB; j++) {
+				__m512 wv = _mm512_set1_ps(wb[k * CB + j]);
+#pragma GCC unroll 3
+				for (int v = 0; v < 3; v++)
+					if (v < NI) a[j][v] = _mm512_fmadd_ps(wv, xv[v], a[j][v]);
+			}
+		}
+	}
+#pragma GCC unroll 8
+	for (int j = 0; j < CB; j++) {
+		if (j < nco) {
+			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
+#pragma GCC unroll 3
+			for (int v = 0; v < 3; v++)
+				if (v < NI) {
+					__m512 o = _mm512_add_ps(a[j][v], bv);
+					if (res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(st, res + v * ystride + j * hw));
+					_mm512_mask_storeu_ps(y + v * ystride + j * hw, st, o);
+				}
+		}
+	}
+}
+
+// k_conv3x3_small is k_conv3x3 for n images of at most 16 positions each (AVX-512 only; k_conv3x3_fast() == 2):
+// x [n][cin][h][w], y and res [n][cout][h][w].
+__attribute__((target("avx512f"))) static void conv_small(float *y, const float *x, const float *wp,
+                                                           const float *bias, const float *res, long n, long cin,
+                                                           long cout, long h, long w, const __mmask16 *m) {
+	long hw = h * w, nb = (cout + CB - 1) / CB;
+	for (long i0 = 0; i0 < n; i0 += 3) {
+		int ni = n - i0 < 3 ? (int)(n - i0) : 3;
+		for (long b = 0; b < nb; b++) {
+			long c0 = b * CB, nco = cout - c0 < CB ? cout - c0 : CB;
+			float *yb = y + (i0 * cout + c0) * hw;
+			const float *rb = res ? res + (i0 * cout + c0) * hw : NULL, *bb = bias ? bias + c0 : NULL;
+			const float *xb = x + i0 * cin * hw, *wb = wp + b * cin * 9 * CB;
+			if (ni == 3)
+				blocki(yb, rb, cout * hw, bb, nco, xb, cin * hw, 3, m, m[9], wb, cin, hw, w);
+			else if (ni == 2)
+				blocki(yb, rb, cout * hw, bb, nco, xb, cin * hw, 2, m, m[9], wb, cin, hw, w);
+			else
+				blocki(yb, rb, cout * hw, bb, nco, xb, cin * hw, 1, m, m[9], wb, cin, hw, w);
+		}
+	}
+}
+
+void k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
+                     long cin, long cout, long h, long w) {
+	__mmask16 own[10];
+	const __mmask16 *m = mask_table(h, w);
+	if (!m) {
+		mask_fill(own, h, w);
+		m = own;
+	}
+	conv_small(y, x, wp, bias, res, n, cin, cout, h, w, m);
+}
+
 int k_conv3x3_cap = 2; // the widest blocks to use: 2 AVX-512, 1 AVX2, 0 portable (tests lower it)
 
 // isa_upto is the widest block this CPU has, at most cap (2 AVX-512, 1 AVX2 with FMA, 0 portable).

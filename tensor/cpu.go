@@ -121,8 +121,24 @@ func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, res []float32, ci
 	d.convNanos.Add(int64(time.Since(t0)))
 }
 
-// setConvCap limits the direct kernels to blocks of at most this width (2 AVX-512, 1 AVX2, 0 portable) and uses
-// the direct kernels even where the CPU would not (tests); setConvCap(2) restores the default.
+// smallMapConv says whether a direct 3×3 convolution on maps of hw positions goes through k_conv3x3_small:
+// maps of at most one AVX-512 vector.
+func smallMapConv(hw int) bool {
+	return hw <= 16 && directLevel >= 2 && C.k_conv3x3_cap >= 2
+}
+
+// conv3x3Small runs k_conv3x3_small on n images (y, x, res from the first image on).
+func (d *CPU) conv3x3Small(y, x []float32, wp []float32, b *Tensor, res []float32, n, cin, cout, h, w int) {
+	t0 := time.Now()
+	var rp *C.float
+	if res != nil {
+		rp = (*C.float)(unsafe.Pointer(&res[0]))
+	}
+	C.k_conv3x3_small((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
+		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), rp, C.long(n), C.long(cin), C.long(cout), C.long(h), C.long(w))
+	d.convNanos.Add(int64(time.Since(t0)))
+}
+
 // setDWChannelsLast turns the channels-last weight-gradient kernel on or off (benchmarks compare it with the
 // padded-grid one).
 func setDWChannelsLast(on bool) {
@@ -132,6 +148,8 @@ func setDWChannelsLast(on bool) {
 	}
 }
 
+// setConvCap limits the direct kernels to blocks of at most this width (2 AVX-512, 1 AVX2, 0 portable) and uses
+// the direct kernels even where the CPU would not (tests); setConvCap(2) restores the default.
 func setConvCap(level int) {
 	directForced = level < 2
 	C.k_conv3x3_cap = C.int(level)
@@ -725,6 +743,18 @@ func (d *CPU) conv2dForward(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int)
 	if d.directConv(k, wd) {
 		wp := d.packConv3x3(w, cout, cin, false)
 		defer d.scratch.Put(wp)
+		if smallMapConv(hw) {
+			// Maps of one vector: three images per block (k_conv3x3_small), groups of three over the cores.
+			d.par((n+2)/3, 1, func(lo, hi int) {
+				i0, i1 := lo*3, min(hi*3, n)
+				var rr []float32
+				if res != nil {
+					rr = res.Data[i0*cout*hw:]
+				}
+				d.conv3x3Small(y.Data[i0*cout*hw:], x.Data[i0*cin*hw:], *wp, b, rr, i1-i0, cin, cout, h, wd)
+			})
+			return
+		}
 		// Work items are (image, block of output channels): whole images when there are enough of them for the
 		// cores, else each image's output channels split in runs of 8 so that a single image uses every core.
 		per := (d.threads + n - 1) / n
@@ -856,6 +886,10 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				d.scratch.Put(sp)
 				d.convNanos.Add(int64(time.Since(t0)))
 			}
+			smallDX := direct && smallMapConv(hw)
+			if smallDX {
+				d.conv3x3Small(dx.Data[lo*cin*hw:], dy.Data[lo*cout*hw:], *wtp, nil, nil, hi-lo, cout, cin, h, wd)
+			}
 			for i := lo; i < hi; i++ {
 				xb := x.Data[i*cin*hw : (i+1)*cin*hw]
 				dyb := dy.Data[i*cout*hw : (i+1)*cout*hw]
@@ -874,6 +908,9 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				dxb := dx.Data[i*cin*hw : (i+1)*cin*hw]
 				if k == 1 {
 					d.sgemm1(true, false, cin, hw, cout, 1, w.Data, cin, dyb, hw, 0, dxb, hw)
+					continue
+				}
+				if smallDX {
 					continue
 				}
 				if direct {
