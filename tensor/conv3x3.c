@@ -27,10 +27,10 @@ long k_conv3x3_scratch_len(long cin, long cout, long h, long w) {
 
 // k_conv3x3_pack packs w [cout][cin][3][3]. With flip it packs the kernel of the input gradient instead, the
 // transposed and spatially flipped w'[ci][co][k] = w[co][ci][8−k] (a convolution from cout to cin channels).
-void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip) {
+// Only blocks [b0, b1) of CB output channels are packed, so that the cores can share the work.
+void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip, long b0, long b1) {
 	long ob = flip ? cin : cout, ib = flip ? cout : cin;
-	long nb = (ob + CB - 1) / CB;
-	for (long b = 0; b < nb; b++)
+	for (long b = b0; b < b1; b++)
 		for (long i = 0; i < ib; i++)
 			for (long k = 0; k < 9; k++)
 				for (long j = 0; j < CB; j++) {

@@ -21,6 +21,8 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		{3, 32, 7, 9, 11}, {2, 48, 5, 8, 10}, {4, 16, 4, 16, 16}, {3, 64, 64, 8, 8},
 		// maps of one vector, three images per block: image counts off it, positions under 16
 		{5, 16, 24, 4, 4}, {7, 9, 13, 4, 4}, {2, 8, 9, 3, 5}, {1, 3, 17, 2, 7},
+		// channels enough for the weights to be packed on several cores (both ways: forward and input gradient)
+		{2, 160, 136, 8, 8},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(tc.cin), uint64(tc.cout)))
 		rnd := func(shape ...int) *Tensor {

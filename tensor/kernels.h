@@ -44,7 +44,7 @@ void k_copy_blocks(float *dst, long dstStride, const float *src, long srcStride,
 void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi);
 long k_conv3x3_packed_len(long cout, long cin);
 long k_conv3x3_scratch_len(long cin, long cout, long h, long w);
-void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip);
+void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip, long b0, long b1);
 void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, const float *res, long cin, long cout,
                long h, long w, float *scratch);
 void k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
