@@ -15,6 +15,8 @@
 #define CB 8  // output channels per block
 #define PB 48 // output positions per block: three AVX-512 vectors
 
+static int isa(void);
+
 static long plane_of(long h, long w) { return (h + 2) * (w + 2) + PB + 16; }
 static long npos_of(long h, long w) { return (h * (w + 2) + PB - 1) / PB * PB; }
 static long nvec_of(long h, long w) { return (h * w + 15) / 16; }
@@ -361,7 +363,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void blocki(floa
 }
 
 // k_conv3x3_small is k_conv3x3 for n images of at most 16 positions each (AVX-512 only; k_conv3x3_fast() == 2):
-// x [n][cin][h][w], y and res [n][cout][h][w].
+// x [n][cin][h][w], y and res [n][cout][h][w]. It returns 0, having done nothing, for any other map or CPU.
 __attribute__((target("avx512f"))) static void conv_small(float *y, const float *x, const float *wp,
                                                            const float *bias, const float *res, long n, long cin,
                                                            long cout, long h, long w, const __mmask16 *m) {
@@ -383,8 +385,9 @@ __attribute__((target("avx512f"))) static void conv_small(float *y, const float 
 	}
 }
 
-void k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
-                     long cin, long cout, long h, long w) {
+int k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
+                    long cin, long cout, long h, long w) {
+	if (h * w > 16 || isa() != 2) return 0; // not a map of one vector, or no AVX-512: declined
 	__mmask16 own[10];
 	const __mmask16 *m = mask_table(h, w);
 	if (!m) {
@@ -392,6 +395,7 @@ void k_conv3x3_small(float *y, const float *x, const float *wp, const float *bia
 		m = own;
 	}
 	conv_small(y, x, wp, bias, res, n, cin, cout, h, w, m);
+	return 1;
 }
 
 int k_conv3x3_cap = 2; // the widest blocks to use: 2 AVX-512, 1 AVX2, 0 portable (tests lower it)
@@ -602,15 +606,29 @@ __attribute__((target("avx512f"))) static void to_channels_last(float *X, const 
 }
 
 // dwcl_block adds to acc [3][9][16] the sums over n images' positions for output channels d0, d1, d2 (each
-// [h][w], the next image dstride further) and the 16 input channels at X [n][h+2][w+2][16].
+// [h][w], the next image dstride further) and the 16 input channels at X [n][h+2][w+2][16]. The registers are
+// added into acc after every DW_CHUNK positions or so (at the end of the image that passes it), so that no float
+// sum runs over more terms than the padded-grid kernel's (a sum over all of 16 images of 32×32 lost 6e-6 relative).
 __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const float *d0, const float *d1,
                                                           const float *d2, long dstride, const float *X, long n,
                                                           long h, long w) {
 	__m512 a[3][9];
 #pragma GCC unroll 9
 	for (int k = 0; k < 9; k++) a[0][k] = a[1][k] = a[2][k] = _mm512_setzero_ps();
-	long rw = w + 2, img = (h + 2) * rw * 16, rs = rw * 16;
+	long rw = w + 2, img = (h + 2) * rw * 16, rs = rw * 16, since = 0;
 	for (long i = 0; i < n; i++) {
+		since += h * w;
+		if (since > DW_CHUNK && i > 0) {
+#pragma GCC unroll 9
+			for (int k = 0; k < 9; k++)
+#pragma GCC unroll 3
+				for (int j = 0; j < 3; j++) {
+					float *q = acc + (j * 9 + k) * 16;
+					_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
+					a[j][k] = _mm512_setzero_ps();
+				}
+			since = h * w;
+		}
 		const float *e0 = d0 + i * dstride, *e1 = d1 + i * dstride, *e2 = d2 + i * dstride;
 		for (long y = 0; y < h; y++) {
 			const float *xr = X + i * img + y * rs;
@@ -632,11 +650,12 @@ __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const floa
 		}
 	}
 #pragma GCC unroll 9
-	for (int k = 0; k < 9; k++) {
-		_mm512_storeu_ps(acc + k * 16, a[0][k]);
-		_mm512_storeu_ps(acc + (9 + k) * 16, a[1][k]);
-		_mm512_storeu_ps(acc + (18 + k) * 16, a[2][k]);
-	}
+	for (int k = 0; k < 9; k++)
+#pragma GCC unroll 3
+		for (int j = 0; j < 3; j++) {
+			float *q = acc + (j * 9 + k) * 16;
+			_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
+		}
 }
 
 int k_conv3x3_dw_cl = 1; // 0: every weight gradient on the padded grid (benchmarks compare the two)
@@ -656,15 +675,13 @@ static void dw_channels_last(float *dw, const float *x, const float *dy, long n,
 			const float *d0 = dy + co * hw, *d1 = nc > 1 ? d0 + hw : zero, *d2 = nc > 2 ? d0 + 2 * hw : zero;
 			// A missing output channel reads the zero row of one image for every image (stride 0); a present one
 			// steps by cout·hw from image to image. Both need one stride: give the zero rows their own call.
+			memset(acc, 0, sizeof acc);
 			if (nc == 3) {
 				dwcl_block(acc, d0, d1, d2, cout * hw, Xb, n, h, w);
 			} else {
-				float part[27 * 16];
-				memset(acc, 0, sizeof acc);
 				for (long i = 0; i < n; i++) {
 					const float *e0 = d0 + i * cout * hw, *e1 = nc > 1 ? e0 + hw : zero;
-					dwcl_block(part, e0, e1, zero, 0, Xb + i * img, 1, h, w);
-					for (int q = 0; q < 27 * 16; q++) acc[q] += part[q];
+					dwcl_block(acc, e0, e1, zero, 0, Xb + i * img, 1, h, w);
 				}
 			}
 			for (long j = 0; j < nc; j++)

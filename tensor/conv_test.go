@@ -23,6 +23,8 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 		{5, 16, 24, 4, 4}, {7, 9, 13, 4, 4}, {2, 8, 9, 3, 5}, {1, 3, 17, 2, 7},
 		// channels enough for the weights to be packed on several cores (both ways: forward and input gradient)
 		{2, 160, 136, 8, 8},
+		// input channels in blocks of 16 on narrow, non-square maps (the channels-last weight gradient under 8 wide)
+		{2, 16, 5, 20, 4}, {3, 32, 7, 7, 5},
 	} {
 		rng := rand.New(rand.NewPCG(uint64(tc.cin), uint64(tc.cout)))
 		rnd := func(shape ...int) *Tensor {
@@ -43,6 +45,14 @@ func TestDirectConvMatchesIm2col(t *testing.T) {
 			d.Conv2dBackward(dxt, dwt, dbt, dy, x, w, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
 			if !im2col && d.DirectConvTime() == 0 {
 				t.Fatalf("%+v: the direct kernel did not run", tc)
+			}
+			// The weight gradient alone (no input gradient wanted) is the same, bit for bit.
+			dwo, dbo := d.New(tc.cout, tc.cin, 3, 3), d.New(tc.cout)
+			d.Conv2dBackward(nil, dwo, dbo, dy, x, w, tc.n, tc.cin, tc.cout, tc.h, tc.w, 3)
+			for i, v := range dwt.Data {
+				if dwo.Data[i] != v {
+					t.Fatalf("%+v im2col %v level %d: dw without dx [%d] = %v, with dx %v", tc, im2col, level, i, dwo.Data[i], v)
+				}
 			}
 			// With a residual (dy stands in for one): the same output plus it, exactly, into a fresh tensor and
 			// in place over the residual itself.

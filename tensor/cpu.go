@@ -139,8 +139,11 @@ func (d *CPU) conv3x3Small(y, x []float32, wp []float32, b *Tensor, res []float3
 	if res != nil {
 		rp = (*C.float)(unsafe.Pointer(&res[0]))
 	}
-	C.k_conv3x3_small((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
-		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), rp, C.long(n), C.long(cin), C.long(cout), C.long(h), C.long(w))
+	if C.k_conv3x3_small((*C.float)(unsafe.Pointer(&y[0])), (*C.float)(unsafe.Pointer(&x[0])),
+		(*C.float)(unsafe.Pointer(&wp[0])), ptr(b), rp, C.long(n), C.long(cin), C.long(cout), C.long(h),
+		C.long(w)) == 0 {
+		panic(fmt.Sprintf("tensor: the one-vector 3×3 kernel declined a %d×%d map", h, w))
+	}
 	d.convNanos.Add(int64(time.Since(t0)))
 }
 
@@ -748,8 +751,9 @@ func (d *CPU) conv2dForward(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int)
 	if d.directConv(k, wd) {
 		wp := d.packConv3x3(w, cout, cin, false)
 		defer d.scratch.Put(wp)
-		if smallMapConv(hw) {
-			// Maps of one vector: three images per block (k_conv3x3_small), groups of three over the cores.
+		if smallMapConv(hw) && (n+2)/3 >= d.threads {
+			// Maps of one vector: three images per block (k_conv3x3_small), groups of three over the cores (with
+			// fewer groups than cores, the items below split each image's output channels instead).
 			d.par((n+2)/3, 1, func(lo, hi int) {
 				i0, i1 := lo*3, min(hi*3, n)
 				var rr []float32

@@ -155,6 +155,101 @@ func TestGroupNormSiLUAccuracy(t *testing.T) {
 	}
 }
 
+// The group norm backward with AdaGN scale, shift and z-scale and SiLU against the same derived in float64: dx,
+// dγ, dβ and the three modulation gradients, with dx its own buffer, dx in place over dy, and dx in place over x
+// (the kernel keeps SiLU's gradient in dx between its passes, which must not cost x when they are one buffer).
+func TestGroupNormBackwardAccuracy(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(64, 1))
+	d := NewCPU(2)
+	n, c, hw, g := 2, 8, 37, 4
+	x0 := randn(d, rng, n, c, hw)
+	dy0 := randn(d, rng, n, c, hw)
+	gamma, beta := randn(d, rng, c), randn(d, rng, c)
+	sc, sh, zs := randn(d, rng, n, c), randn(d, rng, n, c), randn(d, rng, n, c)
+	mod := GNMod{Scale: sc, Shift: sh, ZScale: zs, SiLU: true}
+	// float64 reference
+	cg := c / g
+	wdx := make([]float64, n*c*hw)
+	wdg, wdb := make([]float64, c), make([]float64, c)
+	wds, wdsh, wdz := make([]float64, n*c), make([]float64, n*c), make([]float64, n*c)
+	for b := range n {
+		for gi := range g {
+			s1, s2 := 0.0, 0.0
+			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
+				for _, v := range x0.Data[(b*c+ch)*hw : (b*c+ch+1)*hw] {
+					s1 += float64(v)
+					s2 += float64(v) * float64(v)
+				}
+			}
+			cnt := float64(cg * hw)
+			mean := s1 / cnt
+			r := 1 / math.Sqrt(s2/cnt-mean*mean+1e-5)
+			xh := make([]float64, cg*hw)
+			dxh := make([]float64, cg*hw)
+			mdxh, mdxhx := 0.0, 0.0
+			for cc := range cg {
+				ch, nc := gi*cg+cc, b*c+gi*cg+cc
+				s, shv, z := 1+float64(sc.Data[nc]), float64(sh.Data[nc]), 1+float64(zs.Data[nc])
+				for i := range hw {
+					k := nc*hw + i
+					xv := (float64(x0.Data[k]) - mean) * r
+					h1 := xv*float64(gamma.Data[ch]) + float64(beta.Data[ch])
+					h2 := h1*s + shv
+					u := h2 * z
+					sg := 1 / (1 + math.Exp(-u))
+					du := float64(dy0.Data[k]) * sg * (1 + u*(1-sg))
+					wdz[nc] += du * h2
+					dh2 := du * z
+					wds[nc] += dh2 * h1
+					wdsh[nc] += dh2
+					dh1 := dh2 * s
+					wdb[ch] += dh1
+					wdg[ch] += dh1 * xv
+					xh[cc*hw+i], dxh[cc*hw+i] = xv, dh1*float64(gamma.Data[ch])
+					mdxh += dxh[cc*hw+i] / cnt
+					mdxhx += dxh[cc*hw+i] * xv / cnt
+				}
+			}
+			for cc := range cg {
+				for i := range hw {
+					wdx[(b*c+gi*cg+cc)*hw+i] = r * (dxh[cc*hw+i] - mdxh - xh[cc*hw+i]*mdxhx)
+				}
+			}
+		}
+	}
+	near := func(what string, got []float32, want []float64) {
+		t.Helper()
+		for i, w := range want {
+			if math.Abs(float64(got[i])-w) > 1e-4*(1+math.Abs(w)) {
+				t.Fatalf("%s[%d] = %g, want %g", what, i, got[i], w)
+			}
+		}
+	}
+	for _, alias := range []string{"none", "dy", "x"} {
+		x, dy := d.New(n, c, hw), d.New(n, c, hw)
+		copy(x.Data, x0.Data)
+		copy(dy.Data, dy0.Data)
+		y, m, r := d.New(n, c, hw), d.New(n, g), d.New(n, g)
+		d.GroupNorm(y, x, gamma, beta, m, r, n, c, hw, g, 1e-5, mod)
+		gr := GNGrads{DX: d.New(n, c, hw), DGamma: d.New(c), DBeta: d.New(c), DScale: d.New(n, c), DShift: d.New(n, c),
+			DZScale: d.New(n, c)}
+		switch alias {
+		case "dy":
+			gr.DX = dy
+		case "x":
+			gr.DX = x
+		}
+		d.GroupNormBackward(gr, dy, x, gamma, beta, m, r, n, c, hw, g, mod)
+		near("dx (dx "+alias+")", gr.DX.Data, wdx)
+		near("dgamma", gr.DGamma.Data, wdg)
+		near("dbeta", gr.DBeta.Data, wdb)
+		near("dscale", gr.DScale.Data, wds)
+		near("dshift", gr.DShift.Data, wdsh)
+		near("dz", gr.DZScale.Data, wdz)
+	}
+}
+
 // The kernels split work over goroutines by index range: results must not depend on how it was split.
 func TestThreadsAgree(t *testing.T) {
 	t.Parallel()

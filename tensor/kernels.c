@@ -277,7 +277,7 @@ HOT void k_gn_fwd(float *y, const float *x, const float *gamma, const float *bet
 // One element's contributions to the sums of k_gn_bwd's first pass.
 static inline void gn_bwd_sums(float x, float dy, float m, float rs, float ga, float be, float s1, float sh, float z1,
                                int silu, float lo, float hi, float *sg, float *sb, float *sz, float *ss, float *ssh,
-                               float *dup) {
+                               int keep, float *dup) {
 	float xh = (x - m) * rs;
 	float h1 = xh * ga + be; // after the affine
 	float h2 = h1 * s1 + sh;  // after AdaGN
@@ -285,7 +285,7 @@ static inline void gn_bwd_sums(float x, float dy, float m, float rs, float ga, f
 	float du = dy;
 	if (silu) {
 		du *= silu_grad(u, lo, hi);
-		*dup = du;
+		if (keep) *dup = du;
 	}
 	float dh2 = du * z1;
 	*sz += du * h2;
@@ -304,6 +304,7 @@ HOT void k_gn_bwd(float *dx, float *dgamma_p, float *dbeta_p, float *dscale, flo
                   long hw, long g, long lo, long hi) {
 	EXP_BOUNDS;
 	long cg = c / g;
+	int keep = silu && dx != x;
 	for (long p = lo; p < hi; p++) {
 		long b = p / g, gi = p % g;
 		float m = mean[p], rs = rstd[p];
@@ -315,7 +316,8 @@ HOT void k_gn_bwd(float *dx, float *dgamma_p, float *dbeta_p, float *dscale, flo
 			float z1 = zscale ? 1.0f + zscale[nc] : 1.0f;
 			float ga = gamma[ch], be = beta[ch];
 			const float *xr = x + nc * hw, *dyr = dy + nc * hw;
-			// With SiLU, its gradient du is kept in dx for the second pass (one exp per element, not two).
+			// With SiLU, its gradient du is kept in dx for the second pass (one exp per element, not two), unless dx
+			// is x itself, which the second pass reads again.
 			float *dur = dx + nc * hw;
 			// Five sums over the row, kept in 16 lanes each so that GCC vectorises them (see shifted_sums).
 			float lg[16] = {0}, lb[16] = {0}, lz[16] = {0}, ls[16] = {0}, lh[16] = {0};
@@ -323,9 +325,10 @@ HOT void k_gn_bwd(float *dx, float *dgamma_p, float *dbeta_p, float *dscale, flo
 			for (; i + 16 <= hw; i += 16)
 				for (int j = 0; j < 16; j++)
 					gn_bwd_sums(xr[i + j], dyr[i + j], m, rs, ga, be, s1, sh, z1, silu, exp_lo, exp_hi, lg + j, lb + j,
-					            lz + j, ls + j, lh + j, dur + i + j);
+					            lz + j, ls + j, lh + j, keep, dur + i + j);
 			for (; i < hw; i++)
-				gn_bwd_sums(xr[i], dyr[i], m, rs, ga, be, s1, sh, z1, silu, exp_lo, exp_hi, lg, lb, lz, ls, lh, dur + i);
+				gn_bwd_sums(xr[i], dyr[i], m, rs, ga, be, s1, sh, z1, silu, exp_lo, exp_hi, lg, lb, lz, ls, lh, keep,
+				            dur + i);
 			float sg = 0, sb = 0, sz = 0, ss = 0, ssh = 0;
 			for (int j = 0; j < 16; j++) {
 				sg += lg[j];
@@ -352,8 +355,16 @@ HOT void k_gn_bwd(float *dx, float *dgamma_p, float *dbeta_p, float *dscale, flo
 			float z1 = zscale ? 1.0f + zscale[nc] : 1.0f;
 			float ga = gamma[ch], be = beta[ch];
 			float *dxr = dx + nc * hw;
-			const float *xr = x + nc * hw, *dur = silu ? dxr : dy + nc * hw;
+			const float *xr = x + nc * hw, *dur = keep ? dxr : dy + nc * hw;
 			float k = z1 * s1 * ga;
+			if (silu && !keep) {
+				for (long i = 0; i < hw; i++) {
+					float xh = (xr[i] - m) * rs;
+					float u = ((xh * ga + be) * s1 + sh) * z1;
+					dxr[i] = rs * (dur[i] * silu_grad(u, exp_lo, exp_hi) * k - mdxh - xh * mdxhx);
+				}
+				continue;
+			}
 			for (long i = 0; i < hw; i++) {
 				float xh = (xr[i] - m) * rs;
 				dxr[i] = rs * (dur[i] * k - mdxh - xh * mdxhx);

@@ -47,8 +47,8 @@ long k_conv3x3_scratch_len(long cin, long cout, long h, long w);
 void k_conv3x3_pack(float *wp, const float *w, long cout, long cin, int flip, long b0, long b1);
 void k_conv3x3(float *y, const float *x, const float *wp, const float *bias, const float *res, long cin, long cout,
                long h, long w, float *scratch);
-void k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
-                     long cin, long cout, long h, long w);
+int k_conv3x3_small(float *y, const float *x, const float *wp, const float *bias, const float *res, long n,
+                    long cin, long cout, long h, long w);
 extern int k_conv3x3_cap;
 extern int k_conv3x3_dw_cl;
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w);
