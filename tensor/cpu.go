@@ -126,6 +126,32 @@ func (d *CPU) conv3x3(y, x []float32, wp []float32, b *Tensor, res []float32, ci
 	d.convNanos.Add(int64(time.Since(t0)))
 }
 
+// PeakGFLOPS measures the machine's arithmetic peak as the device uses it: every thread runs independent fused
+// multiply-adds on full vectors (k_fma_peak) for about dur, and the result is their FLOPs (two per lane of each)
+// over the wall time. Benchmarks put it beside their own GFLOP/s, so that a share of the peak can be read off one
+// moment of a machine whose speed drifts.
+func (d *CPU) PeakGFLOPS(dur time.Duration) float64 {
+	const chunk = 1 << 18
+	var flops atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range d.threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lanes, fmas C.int
+			n := 0
+			for n == 0 || time.Since(start) < dur {
+				C.k_fma_peak(chunk, &lanes, &fmas)
+				n++
+			}
+			flops.Add(int64(n) * chunk * int64(lanes) * int64(fmas) * 2)
+		}()
+	}
+	wg.Wait()
+	return float64(flops.Load()) / time.Since(start).Seconds() / 1e9
+}
+
 // smallMapConv says whether a direct 3×3 convolution on maps of hw positions goes through k_conv3x3_small:
 // maps of at most one AVX-512 vector.
 func smallMapConv(hw int) bool {

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+	"time"
 )
 
 // Gemm against a float64 loop, with transposes, leading dimensions and batches.
@@ -270,4 +271,13 @@ func TestThreadsAgree(t *testing.T) {
 			t.Fatal(fmt.Sprintf("group norm differs between 1 and 2 threads at %d: %g vs %g", i, outs[0][i], outs[1][i]))
 		}
 	}
+}
+
+// The peak measurement runs and gives a rate (any machine this runs on does more than 1 GFLOP/s a core).
+func TestPeakGFLOPS(t *testing.T) {
+	one, two := NewCPU(1).PeakGFLOPS(50*time.Millisecond), NewCPU(2).PeakGFLOPS(50*time.Millisecond)
+	if !(one > 1) || !(two > 1) {
+		t.Fatalf("peak: one thread %.1f GFLOP/s, two %.1f", one, two)
+	}
+	t.Logf("peak: one thread %.1f GFLOP/s, two %.1f", one, two)
 }

@@ -3,6 +3,7 @@
 #pragma GCC optimize("no-math-errno", "no-trapping-math", "associative-math", "no-signed-zeros")
 #include <math.h>
 #include <string.h>
+#include <immintrin.h>
 #include "kernels.h"
 
 #define HOT __attribute__((target_clones("avx512f", "avx2", "default")))
@@ -593,4 +594,57 @@ HOT void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi) {
 		uint32_t r = (uint32_t)(mix64(seed + 0x9e3779b97f4a7c15ULL * (uint64_t)(i + 1)) >> 32);
 		m[i] = r < thr ? 0.0f : keep;
 	}
+}
+
+// k_fma_peak runs iters steps of 24 independent fused multiply-adds on full vectors (AVX-512 where there is
+// one, else AVX2 with FMA, else plain floats) and returns the sum of the accumulators, so that nothing is
+// optimised away: on one core, the rate of its arithmetic with nothing else in the way. *lanes is set to the
+// floats per vector it used (16, 8 or 1).
+__attribute__((target("avx512f"))) static double fma_peak512(long iters) {
+	__m512 a[24], m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
+#pragma GCC unroll 24
+	for (int j = 0; j < 24; j++) a[j] = _mm512_set1_ps((float)j);
+	for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 24
+		for (int j = 0; j < 24; j++) a[j] = _mm512_fmadd_ps(a[j], m, b);
+	}
+	double s = 0;
+	for (int j = 0; j < 24; j++) s += _mm512_reduce_add_ps(a[j]);
+	return s;
+}
+
+__attribute__((target("avx2,fma"))) static double fma_peak256(long iters) {
+	__m256 a[12], m = _mm256_set1_ps(0.999999f), b = _mm256_set1_ps(1e-7f);
+#pragma GCC unroll 12
+	for (int j = 0; j < 12; j++) a[j] = _mm256_set1_ps((float)j);
+	for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 12
+		for (int j = 0; j < 12; j++) a[j] = _mm256_fmadd_ps(a[j], m, b);
+	}
+	float t[8];
+	double s = 0;
+	for (int j = 0; j < 12; j++) {
+		_mm256_storeu_ps(t, a[j]);
+		for (int l = 0; l < 8; l++) s += t[l];
+	}
+	return s;
+}
+
+double k_fma_peak(long iters, int *lanes, int *fmas) {
+	if (__builtin_cpu_supports("avx512f")) {
+		*lanes = 16;
+		*fmas = 24;
+		return fma_peak512(iters);
+	}
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+		*lanes = 8;
+		*fmas = 12;
+		return fma_peak256(iters);
+	}
+	float a[4] = {0, 1, 2, 3};
+	for (long i = 0; i < iters; i++)
+		for (int j = 0; j < 4; j++) a[j] = a[j] * 0.999999f + 1e-7f;
+	*lanes = 1;
+	*fmas = 4;
+	return a[0] + a[1] + a[2] + a[3];
 }

@@ -55,3 +55,4 @@ long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w);
 void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
                   float *scratch);
 int k_conv3x3_fast(void);
+double k_fma_peak(long iters, int *lanes, int *fmas);

@@ -23,17 +23,18 @@ type benchRow struct {
 	preset, part, path string
 	imgs               []float64 // images/s of each round
 	gemm, conv         []float64 // shares of the cores' time in GEMM and in the direct kernels, per round
+	peak               []float64 // the machine's FMA peak measured right after the round, GFLOP/s
 	flops              float64   // per image
 }
 
-func (r *benchRow) best() (imgs, gemm, conv float64) {
+func (r *benchRow) best() (imgs, gemm, conv, peak float64) {
 	i := 0
 	for j, v := range r.imgs {
 		if v > r.imgs[i] {
 			i = j
 		}
 	}
-	return r.imgs[i], r.gemm[i], r.conv[i]
+	return r.imgs[i], r.gemm[i], r.conv[i], r.peak[i]
 }
 
 func median(v []float64) float64 {
@@ -53,11 +54,13 @@ func runBench(ctx context.Context, args []string) error {
 	rounds := fs.Int("rounds", 3, "rounds; the paths alternate within each round, and the table gives the best and the median")
 	seconds := fs.Float64("seconds", 2, "least time per path and round (at least one iteration)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all)")
+	peakSec := fs.Float64("peak-seconds", 0.5, "time to measure the cores' FMA peak after each round")
 	if _, err := parseInterspersed(fs, args); err != nil {
 		return err
 	}
-	if *rounds < 1 || *seconds <= 0 {
-		return fmt.Errorf("%w: --rounds %d --seconds %g: want at least one round and a positive time", errUsage, *rounds, *seconds)
+	if *rounds < 1 || *seconds <= 0 || *peakSec <= 0 {
+		return fmt.Errorf("%w: --rounds %d --seconds %g --peak-seconds %g: want at least one round and positive times",
+			errUsage, *rounds, *seconds, *peakSec)
 	}
 	pathList := strings.Split(*paths, ",")
 	for _, p := range pathList {
@@ -68,6 +71,7 @@ func runBench(ctx context.Context, args []string) error {
 	d := tensor.NewCPU(*threads)
 	fmt.Fprintf(os.Stderr, "device: %s; %d rounds of at least %gs per path\n", d.Name(), *rounds, *seconds)
 	var rows []*benchRow
+	var peaks []float64
 	for _, preset := range strings.Split(*presets, ",") {
 		for _, part := range strings.Split(*parts, ",") {
 			run, n, flops, err := diffae.NewBenchRunner(d, preset, part)
@@ -104,25 +108,36 @@ func runBench(ctx context.Context, args []string) error {
 					row.conv = append(row.conv, 100*(d.DirectConvTime()-c0).Seconds()/cores)
 					fmt.Fprintf(os.Stderr, "  %s %s %s round %d: %.2f img/s\n", preset, part, p, r+1, row.imgs[len(row.imgs)-1])
 				}
+				// The machine's own peak at that moment (this host's speed drifts by a third within minutes), so
+				// that each figure can be read as a share of what the cores could do then.
+				pk := d.PeakGFLOPS(time.Duration(*peakSec * float64(time.Second)))
+				for _, p := range pathList {
+					byPath[p].peak = append(byPath[p].peak, pk)
+				}
+				peaks = append(peaks, pk)
+				fmt.Fprintf(os.Stderr, "  fp32 FMA peak after round %d: %.1f GFLOP/s\n", r+1, pk)
 			}
 			d.SetIm2colConv(false)
 		}
 	}
-	fmt.Println("| preset | part | path | img/s (best) | GFLOP/s (best) | img/s (median) | GEMM / direct kernels (best round) | best / best of the first path |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("| preset | part | path | img/s (best) | GFLOP/s (best) | img/s (median) | GEMM / direct kernels (best round) | best / best of the first path | FMA peak after the best round | share of it |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	var first *benchRow
 	for _, r := range rows {
 		if r.path == pathList[0] {
 			first = r
 		}
-		imgs, gemm, conv := r.best()
-		gf := "–"
+		imgs, gemm, conv, peak := r.best()
+		gf, share := "–", "–"
 		if r.flops > 0 {
 			gf = fmt.Sprintf("%.1f", imgs*r.flops/1e9)
+			share = fmt.Sprintf("%.0f%%", 100*imgs*r.flops/1e9/peak)
 		}
-		fb, _, _ := first.best()
-		fmt.Printf("| %s | %s | %s | %.2f | %s | %.2f | %.0f%% / %.0f%% | %.2f× |\n", r.preset, r.part, r.path, imgs, gf,
-			median(r.imgs), gemm, conv, imgs/fb)
+		fb, _, _, _ := first.best()
+		fmt.Printf("| %s | %s | %s | %.2f | %s | %.2f | %.0f%% / %.0f%% | %.2f× | %.1f | %s |\n", r.preset, r.part, r.path,
+			imgs, gf, median(r.imgs), gemm, conv, imgs/fb, peak, share)
 	}
+	fmt.Printf("\nfp32 FMA peak (%d threads) measured after each round: %.1f to %.1f GFLOP/s (median %.1f)\n",
+		d.Threads(), slices.Min(peaks), slices.Max(peaks), median(peaks))
 	return nil
 }
