@@ -77,8 +77,10 @@ type EpsFunc func(x *tensor.Tensor, t int) *tensor.Tensor
 type Sampler struct {
 	Sched *Schedule
 	Clamp bool // clamp x̂0 to [-1, 1] (images); false for latents
-	x0    *tensor.Tensor
-	epsH  *tensor.Tensor
+	// OnX0, if set, is called by Sample at each step (0 first) with the x̂0 predicted there.
+	OnX0 func(step int, x0 *tensor.Tensor)
+	x0   *tensor.Tensor
+	epsH *tensor.Tensor
 }
 
 // coefficients as float32, cast from float64 as the reference does.
@@ -104,6 +106,9 @@ func (s *Sampler) Sample(x *tensor.Tensor, eps EpsFunc, progress func(done, tota
 		e := eps(x, s.Sched.Timesteps[i])
 		ab := s.Sched.AlphaBar[i]
 		s.predict(x, e, ab)
+		if s.OnX0 != nil {
+			s.OnX0(n-1-i, s.x0)
+		}
 		prev := 1.0
 		if i > 0 {
 			prev = s.Sched.AlphaBar[i-1]

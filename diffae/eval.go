@@ -176,6 +176,46 @@ func EvalRecon(ctx context.Context, m, baseline *Model, x0 []float32, n int, o R
 
 // meanSE returns the mean of v and its standard error (sample std / √n); infinite values (a perfect
 // reconstruction's PSNR) are left out of both.
+// X0Trace is the paper's Section 5.5 / Figure 6 in numbers: it encodes the n images x0 with T = steps (Diff-AE:
+// z_sem and its stochastic x_T; a baseline: its inverted x_T), decodes them with T steps, and returns, for each
+// step of the decoding (0 first), the mean squared error (images mapped to [0,1]) between the x̂0 the network
+// predicts at that step and the input. The last entry is the reconstruction's MSE.
+func X0Trace(ctx context.Context, m *Model, x0 []float32, n, steps, batch int) ([]float64, error) {
+	per := m.ImageSize()
+	if len(x0) != n*per {
+		return nil, fmt.Errorf("x0 trace: %d values for %d images of %d", len(x0), n, per)
+	}
+	eo := EncodeOptions{Steps: steps, Batch: batch}
+	var z, xT []float32
+	var err error
+	if m.Enc != nil {
+		z, xT, err = m.Encode(ctx, x0, n, eo)
+	} else {
+		xT, err = m.Invert(ctx, x0, n, eo)
+	}
+	if err != nil {
+		return nil, err
+	}
+	sums := make([]float64, steps)
+	_, err = m.Decode(ctx, z, xT, n, DecodeOptions{Steps: steps, Batch: batch,
+		X0: func(first, count, step int, pred []float32) {
+			ref := x0[first*per : (first+count)*per]
+			s := 0.0
+			for i, v := range pred {
+				d := float64(v-ref[i]) / 2
+				s += d * d
+			}
+			sums[step] += s
+		}})
+	if err != nil {
+		return nil, err
+	}
+	for i := range sums {
+		sums[i] /= float64(n * per)
+	}
+	return sums, nil
+}
+
 func meanSE(v []float64) (mean, se float64) {
 	var s, s2 float64
 	k := 0

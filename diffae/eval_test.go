@@ -242,3 +242,54 @@ func TestExactProbe(t *testing.T) {
 		t.Errorf("exact probe: training accuracy %.3f on separated clusters", r.Accuracy)
 	}
 }
+
+// X0Trace gives one MSE per decoding step, for Diff-AE and for a baseline; its last entry is the MSE of the
+// reconstruction itself (the last DDIM step returns its x̂0), computed here from Encode and Decode directly.
+func TestX0Trace(t *testing.T) {
+	cfg := tinyConfig(t, false)
+	cfg.Dropout = 0
+	m := New(cpu, cfg, 1)
+	b := New(cpu, cfg.Baseline(), 2)
+	const n, steps = 3, 4
+	x0 := newFixedImages(rand.New(rand.NewPCG(1, 1)), n, m.ImageSize()).data
+	ctx := context.Background()
+	for _, mod := range []*Model{m, b} {
+		tr, err := X0Trace(ctx, mod, x0, n, steps, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tr) != steps {
+			t.Fatalf("%d entries, want %d", len(tr), steps)
+		}
+		var z, xT []float32
+		if mod.Enc != nil {
+			z, xT, err = mod.Encode(ctx, x0, n, EncodeOptions{Steps: steps, Batch: 2})
+		} else {
+			xT, err = mod.Invert(ctx, x0, n, EncodeOptions{Steps: steps, Batch: 2})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := mod.Decode(ctx, z, xT, n, DecodeOptions{Steps: steps, Batch: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0.0
+		for i, v := range rec {
+			d := float64(v-x0[i]) / 2
+			want += d * d
+		}
+		want /= float64(len(rec))
+		if math.Abs(tr[steps-1]-want) > 1e-9*(1+want) {
+			t.Errorf("last step's x̂0 MSE %g, reconstruction's %g", tr[steps-1], want)
+		}
+		for i, v := range tr {
+			if !(v >= 0) {
+				t.Errorf("step %d: MSE %v", i, v)
+			}
+		}
+	}
+	if _, err := X0Trace(ctx, m, x0[:10], n, steps, 2); err == nil {
+		t.Error("a short x0 was accepted")
+	}
+}

@@ -258,6 +258,9 @@ type DecodeOptions struct {
 	Steps    int
 	Batch    int
 	Progress Progress
+	// X0, if set, is called after each step (0 first) with the x̂0 the decoder predicts there for the images
+	// first … first+count−1 (count×C×H×W values, valid during the call).
+	X0 func(first, count, step int, x0 []float32)
 }
 
 // Decode runs conditional DDIM from x_T (n×C×H×W) given z_sem (n×E; nil for the baseline) and returns the images
@@ -293,6 +296,14 @@ func (m *Model) Decode(ctx context.Context, z, xT []float32, n int, o DecodeOpti
 		if m.Enc != nil {
 			zc = m.Dev.New(b, e)
 			m.Dev.Upload(zc, z[lo*e:(lo+b)*e])
+		}
+		if o.X0 != nil {
+			host := make([]float32, b*per)
+			first := lo
+			sampler.OnX0 = func(step int, t *tensor.Tensor) {
+				m.Dev.Download(host, t)
+				o.X0(first, b, step, host)
+			}
 		}
 		if err := m.ddim(ctx, sampler, x, zc, false, func(d int) {
 			if o.Progress != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,7 +135,7 @@ func TestEvalCommandsTiny(t *testing.T) {
 
 	js := filepath.Join(dir, "recon.json")
 	if err := runEvalRecon(ctx, []string{"--model", out, "--baseline", base, "--data", data, "--n", "2",
-		"--steps", "2,3", "--json", js, "--grid", filepath.Join(dir, "grid.png"), "--threads", "1"}); err != nil {
+		"--steps", "2,3", "--json", js, "--grid", filepath.Join(dir, "grid.png"), "--threads", "1", "--x0-trace", "3"}); err != nil {
 		t.Fatal(err)
 	}
 	var rep reconReport
@@ -143,6 +144,23 @@ func TestEvalCommandsTiny(t *testing.T) {
 	}
 	if len(rep.Rows) != 6 || rep.N != 2 || len(rep.Checks) != 2 {
 		t.Errorf("recon report: %d rows, n %d, %d checks; want 6, 2, 2", len(rep.Rows), rep.N, len(rep.Checks))
+	}
+	// The x̂0 trace at T = 3: three steps for each model, the last one the T = 3 reconstruction's MSE.
+	if tr := rep.X0Trace; tr == nil || tr.T != 3 || len(tr.DiffAE) != 3 || len(tr.Baseline) != 3 {
+		t.Errorf("x0 trace %+v: want 3 steps for Diff-AE and the baseline", tr)
+	} else {
+		for _, row := range rep.Rows {
+			if row.T == 3 && row.Method == diffae.ReconEncoded && math.Abs(tr.DiffAE[2]-float64(row.MSE)) > 1e-6 {
+				t.Errorf("x0 trace ends at %g, the T=3 reconstruction's MSE is %g", tr.DiffAE[2], float64(row.MSE))
+			}
+			if row.T == 3 && row.Method == diffae.ReconBaseline && math.Abs(tr.Baseline[2]-float64(row.MSE)) > 1e-6 {
+				t.Errorf("baseline x0 trace ends at %g, its T=3 reconstruction's MSE is %g", tr.Baseline[2], float64(row.MSE))
+			}
+		}
+	}
+	if err := runEvalRecon(ctx, []string{"--model", out, "--data", data, "--x0-trace", "-1"}); err == nil ||
+		!strings.Contains(err.Error(), "--x0-trace") {
+		t.Errorf("--x0-trace -1: %v, want an error naming the flag", err)
 	}
 
 	js = filepath.Join(dir, "probe.json")

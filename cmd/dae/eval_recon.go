@@ -44,6 +44,14 @@ type reconReport struct {
 	Seconds    float64     `json:"seconds"`
 	// Interrupted marks a report cut short (Ctrl-C): Rows holds the T finished before.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// X0Trace (--x0-trace T): per decoding step, the MSE between the x̂0 predicted there and the input.
+	X0Trace *x0Trace `json:"x0_trace,omitempty"`
+}
+
+type x0Trace struct {
+	T        int       `json:"T"`
+	DiffAE   []float64 `json:"diffae,omitempty"`
+	Baseline []float64 `json:"baseline,omitempty"`
 }
 
 type reconRow struct {
@@ -81,6 +89,7 @@ func runEvalRecon(ctx context.Context, args []string) error {
 	gridPath := fs.String("grid", "", "also write a contact sheet here: the first 8 images in columns; rows: originals, then for each T "+
 		"Diff-AE encoded x_T, Diff-AE random x_T, baseline (those evaluated)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all)")
+	traceT := fs.Int("x0-trace", 0, "also encode and decode with T steps and print, per decoding step, the MSE of the predicted x̂0 against the input (the paper's Section 5.5 / Figure 6); 0: off")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), `usage: dae eval recon --model M.safetensors [--baseline B.safetensors] [--data DIR] [--n N] [--steps 10,20,50,100] [--json OUT.json]
 
@@ -104,6 +113,9 @@ and PSNR with their standard errors.`)
 	}
 	if *n <= 0 {
 		return fmt.Errorf("%w: --n %d: want at least 1", errUsage, *n)
+	}
+	if *traceT < 0 || *traceT > 1000 {
+		return fmt.Errorf("%w: --x0-trace %d: want 0 (off) or a number of steps up to 1000", errUsage, *traceT)
 	}
 	dev := tensor.NewCPU(*threads)
 	rep := reconReport{Split: *split, Seed: *seed, Metrics: ssimConvention, Data: *data}
@@ -157,6 +169,21 @@ and PSNR with their standard errors.`)
 			PSNRSE: jfloat(s.PSNRSE), Seconds: jfloat(s.Seconds)})
 	}
 	rep.Checks = reconClaims(scores)
+	if *traceT > 0 && err == nil {
+		tr := &x0Trace{T: *traceT}
+		fmt.Fprintf(os.Stderr, "x̂0 trace at T=%d\n", *traceT)
+		if m != nil {
+			if tr.DiffAE, err = diffae.X0Trace(ctx, m, x0, rep.N, *traceT, *batch); err != nil {
+				return err
+			}
+		}
+		if b != nil {
+			if tr.Baseline, err = diffae.X0Trace(ctx, b, x0, rep.N, *traceT, *batch); err != nil {
+				return err
+			}
+		}
+		rep.X0Trace = tr
+	}
 	printRecon(os.Stdout, &rep)
 	if *jsonPath != "" {
 		if err := writeJSON(*jsonPath, rep); err != nil {
@@ -259,6 +286,21 @@ func printRecon(w io.Writer, r *reconReport) {
 		for _, c := range r.Checks {
 			fmt.Fprintf(w, "  %-55s MSE %s  SSIM %s  PSNR %s\n", c.Claim, yesNo(c.MSE), yesNo(c.SSIM), yesNo(c.PSNR))
 		}
+	}
+	if tr := r.X0Trace; tr != nil {
+		fmt.Fprintf(w, "\nx̂0 predicted at each step of a T=%d decoding from the encoded x_T, MSE against the input (images in [0,1]):\n", tr.T)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "step\tDiff-AE\tDDIM baseline\t")
+		for i := range tr.T {
+			cell := func(v []float64) string {
+				if v == nil {
+					return "–"
+				}
+				return fmt.Sprintf("%.5f", v[i])
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t\n", i+1, cell(tr.DiffAE), cell(tr.Baseline))
+		}
+		tw.Flush()
 	}
 }
 
