@@ -100,7 +100,7 @@ HOT void k_clamp(float *t, float l, float h, long lo, long hi) {
 	}
 }
 
-double k_sumsq(const float *x, long lo, long hi) {
+HOT double k_sumsq(const float *x, long lo, long hi) {
 	double s = 0;
 	for (long i = lo; i < hi; i++) s += (double)x[i] * x[i];
 	return s;
@@ -115,7 +115,7 @@ HOT void k_add_bias(float *y, const float *b, long c, long hw, long plo, long ph
 	}
 }
 
-void k_chan_sum(float *db, const float *dy, long n, long c, long hw, long clo, long chi) {
+HOT void k_chan_sum(float *db, const float *dy, long n, long c, long hw, long clo, long chi) {
 	for (long ch = clo; ch < chi; ch++) {
 		double s = 0;
 		for (long b = 0; b < n; b++) {
@@ -454,7 +454,7 @@ HOT void k_softmax_bwd(float *dx, const float *y, const float *dy, long d, long 
 	}
 }
 
-void k_avgpool2(float *y, const float *x, long h, long w, long lo, long hi) {
+HOT void k_avgpool2(float *y, const float *x, long h, long w, long lo, long hi) {
 	long oh = h / 2, ow = w / 2;
 	for (long p = lo; p < hi; p++) {
 		const float *xp = x + p * h * w;
@@ -467,7 +467,7 @@ void k_avgpool2(float *y, const float *x, long h, long w, long lo, long hi) {
 	}
 }
 
-void k_avgpool2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
+HOT void k_avgpool2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
 	long oh = h / 2, ow = w / 2;
 	for (long p = lo; p < hi; p++) {
 		float *xp = dx + p * h * w;
@@ -485,7 +485,7 @@ void k_avgpool2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi
 }
 
 // h, w are the input (small) sizes.
-void k_up2(float *y, const float *x, long h, long w, long lo, long hi) {
+HOT void k_up2(float *y, const float *x, long h, long w, long lo, long hi) {
 	long ow = 2 * w;
 	for (long p = lo; p < hi; p++) {
 		const float *xp = x + p * h * w;
@@ -502,7 +502,7 @@ void k_up2(float *y, const float *x, long h, long w, long lo, long hi) {
 	}
 }
 
-void k_up2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
+HOT void k_up2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
 	long ow = 2 * w;
 	for (long p = lo; p < hi; p++) {
 		float *xp = dx + p * h * w;
@@ -514,7 +514,7 @@ void k_up2_bwd(float *dx, const float *dy, long h, long w, long lo, long hi) {
 	}
 }
 
-void k_spmean(float *y, const float *x, long hw, long lo, long hi) {
+HOT void k_spmean(float *y, const float *x, long hw, long lo, long hi) {
 	for (long p = lo; p < hi; p++) {
 		double s = 0;
 		for (long i = 0; i < hw; i++) s += x[p * hw + i];
@@ -522,14 +522,14 @@ void k_spmean(float *y, const float *x, long hw, long lo, long hi) {
 	}
 }
 
-void k_spmean_bwd(float *dx, const float *dy, long hw, long lo, long hi) {
+HOT void k_spmean_bwd(float *dx, const float *dy, long hw, long lo, long hi) {
 	for (long p = lo; p < hi; p++) {
 		float g = dy[p] / hw;
 		for (long i = 0; i < hw; i++) dx[p * hw + i] = g;
 	}
 }
 
-double k_mse(float *g, const float *p, const float *t, float gs, long lo, long hi) {
+HOT double k_mse(float *g, const float *p, const float *t, float gs, long lo, long hi) {
 	double s = 0;
 	for (long i = lo; i < hi; i++) {
 		float d = p[i] - t[i];
@@ -539,7 +539,7 @@ double k_mse(float *g, const float *p, const float *t, float gs, long lo, long h
 	return s;
 }
 
-double k_l1(float *g, const float *p, const float *t, float gs, long lo, long hi) {
+HOT double k_l1(float *g, const float *p, const float *t, float gs, long lo, long hi) {
 	double s = 0;
 	for (long i = lo; i < hi; i++) {
 		float d = p[i] - t[i];
