@@ -80,8 +80,8 @@ func (d *CPU) directConv(k, w int) bool {
 	return k == 3 && w >= minDirectWidth() && !d.im2colConv && (directLevel >= 1 || directForced)
 }
 
-// directConvDW says whether the weight gradient of such a convolution goes through a direct kernel. Both are
-// AVX-512 only. With input channels in blocks of 16 the channels-last kernel runs on any map the forward takes
+// directConvDW says whether the weight gradient of such a convolution goes through a direct kernel. Both have
+// AVX-512 blocks only (the padded-grid kernel's portable form runs where tests force it). With input channels in blocks of 16 the channels-last kernel runs on any map the forward takes
 // (it visits the image's positions only); other channel counts go through the padded-grid kernel, from 8 wide (on
 // narrower maps most of that grid is border: im2col + GEMM is faster there).
 func (d *CPU) directConvDW(k, cin, w int) bool {
