@@ -605,13 +605,14 @@ __attribute__((target("avx512f"))) static void to_channels_last(float *X, const 
 		}
 }
 
-// dwcl_block adds to acc [3][9][16] the sums over n images' positions for output channels d0, d1, d2 (each
-// [h][w], the next image dstride further) and the 16 input channels at X [n][h+2][w+2][16]. The registers are
-// added into acc after every DW_CHUNK positions or so (at the end of the image that passes it), so that no float
-// sum runs over more terms than the padded-grid kernel's (a sum over all of 16 images of 32×32 lost 6e-6 relative).
-__attribute__((target("avx512f"))) static void dwcl_block(float *acc, const float *d0, const float *d1,
-                                                          const float *d2, long dstride, const float *X, long n,
-                                                          long h, long w) {
+// dwcl_body adds to acc [NC][9][16] the sums over n images' positions for the NC (≤ 3) output channels d[0..NC)
+// (each [h][w], the next image dstride further) and the 16 input channels at X [n][h+2][w+2][16]. The registers
+// are added into acc after every DW_CHUNK positions or so (at the end of the image that passes it), so that no
+// float sum runs over more terms than the padded-grid kernel's (a sum over all of 16 images of 32×32 lost 6e-6
+// relative).
+__attribute__((target("avx512f"), always_inline)) static inline void dwcl_body(float *acc, const float *const *d,
+                                                                             long dstride, const float *X, long n,
+                                                                             long h, long w, const int NC) {
 	__m512 a[3][9];
 #pragma GCC unroll 9
 	for (int k = 0; k < 9; k++) a[0][k] = a[1][k] = a[2][k] = _mm512_setzero_ps();
@@ -622,14 +623,16 @@ __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const floa
 #pragma GCC unroll 9
 			for (int k = 0; k < 9; k++)
 #pragma GCC unroll 3
-				for (int j = 0; j < 3; j++) {
-					float *q = acc + (j * 9 + k) * 16;
-					_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
-					a[j][k] = _mm512_setzero_ps();
-				}
+				for (int j = 0; j < 3; j++)
+					if (j < NC) {
+						float *q = acc + (j * 9 + k) * 16;
+						_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
+						a[j][k] = _mm512_setzero_ps();
+					}
 			since = h * w;
 		}
-		const float *e0 = d0 + i * dstride, *e1 = d1 + i * dstride, *e2 = d2 + i * dstride;
+		const float *e0 = d[0] + i * dstride, *e1 = NC > 1 ? d[1] + i * dstride : e0,
+		            *e2 = NC > 2 ? d[2] + i * dstride : e0;
 		for (long y = 0; y < h; y++) {
 			const float *xr = X + i * img + y * rs;
 			for (long p = y * w; p < y * w + w; p++, xr += 16) {
@@ -637,14 +640,17 @@ __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const floa
 				// loaded vectors from one position to the next, runs out of registers and spills accumulators.
 				const float *xq = xr;
 				__asm__("" : "+r"(xq));
-				__m512 y0 = _mm512_set1_ps(e0[p]), y1 = _mm512_set1_ps(e1[p]), y2 = _mm512_set1_ps(e2[p]);
+				__m512 yv[3];
+				yv[0] = _mm512_set1_ps(e0[p]);
+				if (NC > 1) yv[1] = _mm512_set1_ps(e1[p]);
+				if (NC > 2) yv[2] = _mm512_set1_ps(e2[p]);
 #pragma GCC unroll 9
 				for (int k = 0; k < 9; k++) {
 					__m512 xv = _mm512_load_ps(xq + (k / 3) * rs + (k % 3) * 16);
 					__asm__("" : "+v"(xv)); // one load per tap, not one per product
-					a[0][k] = _mm512_fmadd_ps(y0, xv, a[0][k]);
-					a[1][k] = _mm512_fmadd_ps(y1, xv, a[1][k]);
-					a[2][k] = _mm512_fmadd_ps(y2, xv, a[2][k]);
+#pragma GCC unroll 3
+					for (int j = 0; j < 3; j++)
+						if (j < NC) a[j][k] = _mm512_fmadd_ps(yv[j], xv, a[j][k]);
 				}
 			}
 		}
@@ -652,10 +658,23 @@ __attribute__((target("avx512f"))) static void dwcl_block(float *acc, const floa
 #pragma GCC unroll 9
 	for (int k = 0; k < 9; k++)
 #pragma GCC unroll 3
-		for (int j = 0; j < 3; j++) {
-			float *q = acc + (j * 9 + k) * 16;
-			_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
-		}
+		for (int j = 0; j < 3; j++)
+			if (j < NC) {
+				float *q = acc + (j * 9 + k) * 16;
+				_mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), a[j][k]));
+			}
+}
+
+// dwcl_block is dwcl_body for nc = 1, 2 or 3 output channels: a layer whose output channels are not a multiple of
+// three ends in a block of one or two, computed as such.
+__attribute__((target("avx512f"))) static void dwcl_block(float *acc, const float *const *d, long nc, long dstride,
+                                                          const float *X, long n, long h, long w) {
+	if (nc == 3)
+		dwcl_body(acc, d, dstride, X, n, h, w, 3);
+	else if (nc == 2)
+		dwcl_body(acc, d, dstride, X, n, h, w, 2);
+	else
+		dwcl_body(acc, d, dstride, X, n, h, w, 1);
 }
 
 int k_conv3x3_dw_cl = 1; // 0: every weight gradient on the padded grid (benchmarks compare the two)
@@ -668,22 +687,14 @@ static void dw_channels_last(float *dw, const float *x, const float *dy, long n,
 	to_channels_last(X, x, n, cin, h, w);
 	float acc[27 * 16];
 	long img = (h + 2) * (w + 2) * 16;
+	(void)zero;
 	for (long c0 = 0; c0 < cin; c0 += 16)
 		for (long co = 0; co < cout; co += 3) {
 			const float *Xb = X + c0 / 16 * n * img;
 			long nc = cout - co < 3 ? cout - co : 3;
-			const float *d0 = dy + co * hw, *d1 = nc > 1 ? d0 + hw : zero, *d2 = nc > 2 ? d0 + 2 * hw : zero;
-			// A missing output channel reads the zero row of one image for every image (stride 0); a present one
-			// steps by cout·hw from image to image. Both need one stride: give the zero rows their own call.
+			const float *d[3] = {dy + co * hw, dy + (co + 1) * hw, dy + (co + 2) * hw}; // only the first nc are read
 			memset(acc, 0, sizeof acc);
-			if (nc == 3) {
-				dwcl_block(acc, d0, d1, d2, cout * hw, Xb, n, h, w);
-			} else {
-				for (long i = 0; i < n; i++) {
-					const float *e0 = d0 + i * cout * hw, *e1 = nc > 1 ? e0 + hw : zero;
-					dwcl_block(acc, e0, e1, zero, 0, Xb + i * img, 1, h, w);
-				}
-			}
+			dwcl_block(acc, d, nc, cout * hw, Xb, n, h, w);
 			for (long j = 0; j < nc; j++)
 				for (int k = 0; k < 9; k++)
 					for (int l = 0; l < 16; l++) dw[((co + j) * cin + c0 + l) * 9 + k] += acc[(j * 9 + k) * 16 + l];
