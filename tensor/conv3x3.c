@@ -537,7 +537,7 @@ static long dw_row_of(long n, long h, long w) { return (n * dw_plane_of(h, w) + 
 static long cl_len(long n, long cin, long h, long w) { return n * (h + 2) * (w + 2) * cin + 16; }
 
 long k_conv3x3_dw_scratch_len(long n, long cin, long cout, long h, long w) {
-	long a = (cin + cout + 1) * dw_row_of(n, h, w), b = cl_len(n, cin, h, w) + h * w;
+	long a = (cin + cout + 1) * dw_row_of(n, h, w), b = cl_len(n, cin, h, w);
 	return a > b ? a : b;
 }
 
@@ -682,12 +682,10 @@ int k_conv3x3_dw_cl = 1; // 0: every weight gradient on the padded grid (benchma
 static void dw_channels_last(float *dw, const float *x, const float *dy, long n, long cin, long cout, long h, long w,
                              float *scratch) {
 	long hw = h * w;
-	float *X = (float *)(((unsigned long)scratch + 63) & ~63ul), *zero = X + cl_len(n, cin, h, w) - 16;
-	memset(zero, 0, (size_t)hw * sizeof(float));
+	float *X = (float *)(((unsigned long)scratch + 63) & ~63ul);
 	to_channels_last(X, x, n, cin, h, w);
 	float acc[27 * 16];
 	long img = (h + 2) * (w + 2) * 16;
-	(void)zero;
 	for (long c0 = 0; c0 < cin; c0 += 16)
 		for (long co = 0; co < cout; co += 3) {
 			const float *Xb = X + c0 / 16 * n * img;
