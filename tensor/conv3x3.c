@@ -244,30 +244,32 @@ static const __mmask16 *mask_table(long h, long w) {
 	return out;
 }
 
-// blockm computes output channels [0, nco) (nco ≤ CB) at the NV vectors of positions from p0 and stores them, plus
-// the bias and the residual, into y [co][hw]. x is the image's first input channel [cin][hw]; mk its 9·NV tap masks
-// (vector-major), st its NV store masks; wb the packed weights of the block, [cin][9][CB].
-__attribute__((target("avx512f"), always_inline)) static inline void blockm(float *y, const float *res, long hw,
-                                                                          const float *bias, long nco,
-                                                                          const float *x, long p0, int NV,
-                                                                          const __mmask16 *mk, const __mmask16 *st,
-                                                                          const float *wb, long cin, long w) {
+// block_core computes output channels [0, nco) (nco ≤ CB) of NV vectors of 16 positions and stores them, plus the
+// bias and the residual, into y (channel j at y + j·hw, vector v ystep further). Vector v reads the input from x +
+// v·xstep (input channel i at i·hw further) through the tap masks mk[v·mkstep + k], and is stored through st[v·ststep];
+// wb holds the packed weights of the block, [cin][9][CB]. blockm and blocki below give it its two uses.
+__attribute__((target("avx512f"), always_inline)) static inline void block_core(
+    float *y, const float *res, long hw, const float *bias, long nco, const float *x, long xstep, long ystep,
+    const int NV, const __mmask16 *mk, long mkstep, const __mmask16 *st, long ststep, const float *wb, long cin,
+    long w, const int prefetch) {
 	__m512 a[CB][3];
 #pragma GCC unroll 8
 	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
-	const float *s = x + p0;
+	const float *s = x;
 	for (long i = 0; i < cin; i++, s += hw, wb += 9 * CB) {
 		// The input is read in place, channel plane after channel plane, which the hardware prefetchers do not
 		// follow: fetch what the next block of positions will read below this block's window.
+		if (prefetch) {
 #pragma GCC unroll 3
-		for (int v = 0; v < 3; v++) _mm_prefetch((const char *)(s + 48 + w + 1 + 16 * v), _MM_HINT_T0);
+			for (int v = 0; v < 3; v++) _mm_prefetch((const char *)(s + 48 + w + 1 + 16 * v), _MM_HINT_T0);
+		}
 #pragma GCC unroll 9
 		for (int k = 0; k < 9; k++) {
 			const float *q = s + (k / 3 - 1) * w + (k % 3 - 1);
 			__m512 xv[3];
 #pragma GCC unroll 3
 			for (int v = 0; v < 3; v++)
-				if (v < NV) xv[v] = _mm512_maskz_loadu_ps(mk[v * 9 + k], q + 16 * v);
+				if (v < NV) xv[v] = _mm512_maskz_loadu_ps(mk[v * mkstep + k], q + v * xstep);
 #pragma GCC unroll 8
 			for (int j = 0; j < CB; j++) {
 				__m512 wv = _mm512_set1_ps(wb[k * CB + j]);
@@ -281,17 +283,27 @@ __attribute__((target("avx512f"), always_inline)) static inline void blockm(floa
 	for (int j = 0; j < CB; j++) {
 		if (j < nco) {
 			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
-			float *yj = y + j * hw + p0;
-			const float *rj = res ? res + j * hw + p0 : NULL;
+			float *yj = y + j * hw;
+			const float *rj = res ? res + j * hw : NULL;
 #pragma GCC unroll 3
 			for (int v = 0; v < 3; v++)
 				if (v < NV) {
 					__m512 o = _mm512_add_ps(a[j][v], bv);
-					if (rj) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(st[v], rj + 16 * v));
-					_mm512_mask_storeu_ps(yj + 16 * v, st[v], o);
+					if (rj) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(st[v * ststep], rj + v * ystep));
+					_mm512_mask_storeu_ps(yj + v * ystep, st[v * ststep], o);
 				}
 		}
 	}
+}
+
+// blockm is block_core on NV consecutive vectors of one image from position p0: y [co][hw], x the image's first
+// input channel [cin][hw], mk its 9·NV tap masks (vector-major), st its NV store masks.
+__attribute__((target("avx512f"), always_inline)) static inline void blockm(float *y, const float *res, long hw,
+                                                                          const float *bias, long nco,
+                                                                          const float *x, long p0, int NV,
+                                                                          const __mmask16 *mk, const __mmask16 *st,
+                                                                          const float *wb, long cin, long w) {
+	block_core(y + p0, res ? res + p0 : NULL, hw, bias, nco, x + p0, 16, 16, NV, mk, 9, st, 1, wb, cin, w, 1);
 }
 
 __attribute__((target("avx512f"))) static void conv_unpadded(float *y, const float *x, const float *wp,
@@ -319,47 +331,16 @@ __attribute__((target("avx512f"))) static void conv_unpadded(float *y, const flo
 
 // Maps of at most 16 positions (4×4) are one vector per image: a block of one image has 8 accumulators, and
 // each masked load of its input feeds only 8 products. blocki takes NI (≤ 3) images at once instead, 8 output
-// channels × NI images = up to 24 accumulators, so that the 8 weights of a tap, broadcast once, serve every image.
+// channels × NI images = up to 24 accumulators, so that the 8 weights of a tap, broadcast once, serve every image:
+// block_core with the images as its vectors (xstride, ystride apart), all under the same tap masks mk[0..9) and
+// store mask st.
 __attribute__((target("avx512f"), always_inline)) static inline void blocki(float *y, const float *res, long ystride,
                                                                           const float *bias, long nco,
                                                                           const float *x, long xstride, const int NI,
                                                                           const __mmask16 *mk, __mmask16 st,
                                                                           const float *wb, long cin, long hw,
                                                                           long w) {
-	__m512 a[CB][3];
-#pragma GCC unroll 8
-	for (int j = 0; j < CB; j++) a[j][0] = a[j][1] = a[j][2] = _mm512_setzero_ps();
-	for (long i = 0; i < cin; i++, wb += 9 * CB) {
-		const float *s = x + i * hw;
-#pragma GCC unroll 9
-		for (int k = 0; k < 9; k++) {
-			const float *q = s + (k / 3 - 1) * w + (k % 3 - 1);
-			__m512 xv[3];
-#pragma GCC unroll 3
-			for (int v = 0; v < 3; v++)
-				if (v < NI) xv[v] = _mm512_maskz_loadu_ps(mk[k], q + v * xstride);
-#pragma GCC unroll 8
-			for (int j = 0; j < CB; j++) {
-				__m512 wv = _mm512_set1_ps(wb[k * CB + j]);
-#pragma GCC unroll 3
-				for (int v = 0; v < 3; v++)
-					if (v < NI) a[j][v] = _mm512_fmadd_ps(wv, xv[v], a[j][v]);
-			}
-		}
-	}
-#pragma GCC unroll 8
-	for (int j = 0; j < CB; j++) {
-		if (j < nco) {
-			__m512 bv = _mm512_set1_ps(bias ? bias[j] : 0.0f);
-#pragma GCC unroll 3
-			for (int v = 0; v < 3; v++)
-				if (v < NI) {
-					__m512 o = _mm512_add_ps(a[j][v], bv);
-					if (res) o = _mm512_add_ps(o, _mm512_maskz_loadu_ps(st, res + v * ystride + j * hw));
-					_mm512_mask_storeu_ps(y + v * ystride + j * hw, st, o);
-				}
-		}
-	}
+	block_core(y, res, hw, bias, nco, x, xstride, ystride, NI, mk, 0, &st, 0, wb, cin, w, 0);
 }
 
 // k_conv3x3_small is k_conv3x3 for n images of at most 16 positions each (AVX-512 only; k_conv3x3_fast() == 2):
