@@ -905,8 +905,9 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 			defer d.scratch.Put(dcolp)
 			col, dcol, dwl := *colp, *dcolp, *dwp
 			clear(dwl)
+			smallDX := direct && smallMapConv(hw) // the one-vector kernel needs no scratch
 			var dscratch []float32
-			if direct {
+			if direct && !smallDX {
 				sp := d.scratchBuf(conv3x3Scratch(cout, cin, h, wd))
 				defer d.scratch.Put(sp)
 				dscratch = *sp
@@ -921,7 +922,6 @@ func (d *CPU) Conv2dBackward(dx, dw, db, dy, x, w *Tensor, n, cin, cout, h, wd, 
 				d.scratch.Put(sp)
 				d.convNanos.Add(int64(time.Since(t0)))
 			}
-			smallDX := direct && smallMapConv(hw)
 			if smallDX {
 				d.conv3x3Small(dx.Data[lo*cin*hw:], dy.Data[lo*cout*hw:], *wtp, nil, nil, hi-lo, cout, cin, h, wd)
 			}

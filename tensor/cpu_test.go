@@ -111,6 +111,19 @@ func TestSiLUAccuracy(t *testing.T) {
 	}
 }
 
+// groupStats64 is group gi of image b of x [n][c][hw] (cg channels a group): its mean and 1/√(variance + 1e-5), in
+// float64.
+func groupStats64(x []float32, b, gi, c, cg, hw int) (mean, rstd float64) {
+	s1, s2 := 0.0, 0.0
+	for _, v := range x[(b*c+gi*cg)*hw : (b*c+(gi+1)*cg)*hw] {
+		s1 += float64(v)
+		s2 += float64(v) * float64(v)
+	}
+	cnt := float64(cg * hw)
+	mean = s1 / cnt
+	return mean, 1 / math.Sqrt(s2/cnt-mean*mean+1e-5)
+}
+
 // Group norm with AdaGN scale and shift and SiLU, against the same computed in float64, on a map whose positions
 // are not a multiple of the vector width, and on inputs wide enough to reach SiLU's clamps.
 func TestGroupNormSiLUAccuracy(t *testing.T) {
@@ -131,16 +144,7 @@ func TestGroupNormSiLUAccuracy(t *testing.T) {
 	cg := c / g
 	for b := range n {
 		for gi := range g {
-			s1, s2 := 0.0, 0.0
-			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
-				for _, v := range x.Data[(b*c+ch)*hw : (b*c+ch+1)*hw] {
-					s1 += float64(v)
-					s2 += float64(v) * float64(v)
-				}
-			}
-			cnt := float64(cg * hw)
-			mean := s1 / cnt
-			rstd := 1 / math.Sqrt(s2/cnt-mean*mean+1e-5)
+			mean, rstd := groupStats64(x.Data, b, gi, c, cg, hw)
 			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
 				for i := range hw {
 					k := (b*c+ch)*hw + i
@@ -176,16 +180,8 @@ func TestGroupNormBackwardAccuracy(t *testing.T) {
 	wds, wdsh, wdz := make([]float64, n*c), make([]float64, n*c), make([]float64, n*c)
 	for b := range n {
 		for gi := range g {
-			s1, s2 := 0.0, 0.0
-			for ch := gi * cg; ch < (gi+1)*cg; ch++ {
-				for _, v := range x0.Data[(b*c+ch)*hw : (b*c+ch+1)*hw] {
-					s1 += float64(v)
-					s2 += float64(v) * float64(v)
-				}
-			}
+			mean, r := groupStats64(x0.Data, b, gi, c, cg, hw)
 			cnt := float64(cg * hw)
-			mean := s1 / cnt
-			r := 1 / math.Sqrt(s2/cnt-mean*mean+1e-5)
 			xh := make([]float64, cg*hw)
 			dxh := make([]float64, cg*hw)
 			mdxh, mdxhx := 0.0, 0.0

@@ -598,8 +598,9 @@ HOT void k_dropout_mask(float *m, float p, uint64_t seed, long lo, long hi) {
 
 // k_fma_peak runs iters steps of 24 independent fused multiply-adds on full vectors (AVX-512 where there is
 // one, else AVX2 with FMA, else plain floats) and returns the sum of the accumulators, so that nothing is
-// optimised away: on one core, the rate of its arithmetic with nothing else in the way. *lanes is set to the
-// floats per vector it used (16, 8 or 1).
+// optimised away: on one core, the rate of its arithmetic with nothing else in the way. *lanes and *fmas are set
+// to the floats per vector (16, 8 or 1) and the FMAs per step (24, 12 or 4) it used: the two vector forms are one
+// loop written for each register width, enough independent chains to keep both FMA units busy.
 __attribute__((target("avx512f"))) static double fma_peak512(long iters) {
 	__m512 a[24], m = _mm512_set1_ps(0.999999f), b = _mm512_set1_ps(1e-7f);
 #pragma GCC unroll 24
