@@ -121,8 +121,12 @@ func trainLoop(ctx context.Context, tr *diffae.Trainer, out, logPath string, tot
 		rate := float64(done*tr.Opts.Batch) / time.Since(start).Seconds()
 		fmt.Fprintf(lf, "%d,%.6f,%.2f\n", tr.State.Step, loss, rate)
 		eta := time.Duration(float64(total-tr.State.Step) * float64(tr.Opts.Batch) / rate * float64(time.Second))
-		fmt.Fprintf(os.Stderr, "\rstep %d/%d  loss %.4f (avg %.4f)  %.1f img/s  ETA %s   ", tr.State.Step, total, loss, ema,
-			rate, eta.Round(time.Second))
+		limit := ""
+		if left := time.Until(deadline); !deadline.IsZero() && left < eta {
+			eta, limit = max(left, 0), " (time limit)" // --minutes ends the run before --steps does
+		}
+		fmt.Fprintf(os.Stderr, "\rstep %d/%d  loss %.4f (avg %.4f)  %.1f img/s  ETA %s%s   ", tr.State.Step, total, loss, ema,
+			rate, eta.Round(time.Second), limit)
 		if every > 0 && tr.State.Step%every == 0 {
 			if err := tr.Checkpoint(out); err != nil {
 				return err
