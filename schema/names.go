@@ -23,8 +23,15 @@ const (
 	// ConsumerDeadRecorder is the durable consumer that copies dead letters into SQL.
 	ConsumerDeadRecorder = "dead-recorder"
 
-	// MaxDeliver is how many times JetStream delivers a job before a worker must dead-letter it.
+	// MaxDeliver is how many deliveries a job that keeps failing transiently gets: on the MaxDeliver-th failed
+	// delivery a worker dead-letters it.
 	MaxDeliver = 5
+
+	// MaxReceipts bounds the deliveries of a job that no worker finishes nor fails (each worker running it was
+	// stopped, which releases it, or crashed, which lets its ack wait run out): a worker that receives it for the
+	// MaxReceipts-th time dead-letters it instead of running it. The consumers themselves redeliver without limit,
+	// so that the server never strands a job that no worker has settled.
+	MaxReceipts = 4 * MaxDeliver
 
 	// HeaderError is the NATS header that carries the failure reason on a dead letter.
 	HeaderError = "Dae-Error"

@@ -8,7 +8,9 @@
 // does not parse, a missing latent or classifier) fail the job at once with its reason and terminate the message.
 // Anything else is transient (database, object store or broker unavailable): the message is released with an
 // exponential delay, and after schema.MaxDeliver deliveries it goes to the dead-letter stream, from which the dead
-// recorder marks the job dead in SQL.
+// recorder marks the job dead in SQL. A job whose workers keep stopping or crashing before they settle it is
+// dead-lettered when it is received for the schema.MaxReceipts-th time (JetStream itself redelivers without limit,
+// so no job is left on the stream undelivered and `running` in SQL).
 //
 // The worker knows nothing of how jobs are produced, and speaks SQL and S3 only through store.
 package worker

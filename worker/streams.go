@@ -52,7 +52,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 			FilterSubject: schema.Subject(k),
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       o.AckWait,
-			MaxDeliver:    schema.MaxDeliver,
+			MaxDeliver:    -1, // unlimited: the workers enforce schema.MaxDeliver and schema.MaxReceipts
 			MaxAckPending: 1024,
 		}
 		if _, err := js.CreateOrUpdateConsumer(ctx, schema.StreamJobs, cc); err != nil {

@@ -277,8 +277,8 @@ func (r *runner) begin(ctx context.Context, k schema.Kind, m jetstream.Msg) (*ta
 		return nil, false
 	}
 	t.job, t.key = job, job.DedupKey()
-	if md, err := m.Metadata(); err == nil {
-		w.metrics.Wait.WithLabelValues(string(k)).Observe(time.Since(md.Timestamp).Seconds())
+	if w.overReceived(ctx, t) {
+		return nil, false
 	}
 	prev, err := w.st.StartJob(ctx, t.key)
 	if store.IsNotFound(err) {
@@ -315,8 +315,8 @@ func (r *runner) beginAll(ctx context.Context, k schema.Kind, msgs []jetstream.M
 			continue
 		}
 		t.job, t.key = job, job.DedupKey()
-		if md, err := m.Metadata(); err == nil {
-			w.metrics.Wait.WithLabelValues(string(k)).Observe(time.Since(md.Timestamp).Seconds())
+		if w.overReceived(ctx, t) {
+			continue
 		}
 		tasks = append(tasks, t)
 		keys = append(keys, t.key)
@@ -353,6 +353,22 @@ func (r *runner) beginAll(ctx context.Context, k schema.Kind, msgs []jetstream.M
 		}
 	}
 	return run
+}
+
+// overReceived records how long the job waited and, when it has been delivered schema.MaxReceipts times without
+// being settled (its workers stopped or crashed each time), dead-letters it and reports true.
+func (w *Worker) overReceived(ctx context.Context, t *task) bool {
+	md, err := t.msg.Metadata()
+	if err != nil {
+		return false
+	}
+	w.metrics.Wait.WithLabelValues(string(t.kind)).Observe(time.Since(md.Timestamp).Seconds())
+	if md.NumDelivered < schema.MaxReceipts {
+		return false
+	}
+	w.deadLetter(ctx, t, md.NumDelivered, fmt.Errorf("delivered %d times without a worker settling it "+
+		"(each worker running it was stopped or crashed)", md.NumDelivered-1))
+	return true
 }
 
 func (w *Worker) ack(t *task, outcome string) {
@@ -465,7 +481,7 @@ func (w *Worker) retry(ctx context.Context, t *task, err error) {
 		n = md.NumDelivered
 	}
 	if n >= schema.MaxDeliver {
-		w.deadLetter(ctx, t, err)
+		w.deadLetter(ctx, t, n, fmt.Errorf("gave up after %d deliveries: %w", n, err))
 		return
 	}
 	if t.job != nil {
@@ -505,24 +521,33 @@ func (w *Worker) waitHealthy(ctx context.Context) {
 	}
 }
 
-// deadLetter copies the job to the dead-letter stream with its last error, then terminates it. The dead recorder
-// marks its row dead, so that the row is written even when the database is what keeps failing.
-func (w *Worker) deadLetter(ctx context.Context, t *task, cause error) {
+// deadLetter copies the job, on its n-th delivery, to the dead-letter stream with the reason, then terminates it.
+// The dead recorder marks its row dead, so that the row is written even when the database is what keeps failing.
+func (w *Worker) deadLetter(ctx context.Context, t *task, n uint64, reason error) {
 	msg := nats.NewMsg(schema.DeadSubject(t.kind))
 	msg.Data = t.msg.Data()
-	reason := fmt.Sprintf("gave up after %d deliveries: %v", schema.MaxDeliver, cause)
-	msg.Header.Set(schema.HeaderError, reason)
+	msg.Header.Set(schema.HeaderError, reason.Error())
 	msg.Header.Set(HeaderJob, t.key)
-	msg.Header.Set(jetstream.MsgIDHeader, "dead/"+t.key)
+	// One dead letter per message and delivery: a redelivery of this very letter is a duplicate, but the same job
+	// retried by an operator and dead again is not.
+	id := "dead/" + t.key
+	if md, err := t.msg.Metadata(); err == nil {
+		id += "/" + strconv.FormatUint(md.Sequence.Stream, 10) + "/" + strconv.FormatUint(n, 10)
+	}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
 	var err error
 	for attempt := range 5 {
-		if _, err = w.js.PublishMsg(ctx, msg); err == nil {
+		if _, err = w.js.PublishMsg(ctx, msg); err == nil || attempt == 4 {
 			break
 		}
-		time.Sleep(time.Duration(attempt+1) * time.Second)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt+1) * time.Second):
+		}
 	}
 	if err != nil {
-		// Keep the message un-acknowledged: JetStream keeps it, and an operator can find it on the stream.
+		// Keep the message un-acknowledged: JetStream delivers it again after the ack wait, and the worker that
+		// receives it settles it then.
 		w.log.Error("dead letter not published; job left on the job stream", "job", t.key, "err", err)
 		return
 	}

@@ -540,6 +540,18 @@ func TestKeepsFailingGoesDead(t *testing.T) {
 	if got := e.streamMsgs(t); got != 0 {
 		t.Errorf("job stream holds %d messages, want 0", got)
 	}
+	// Retried by an operator while the cause persists, they die again, within the dead stream's duplicate window:
+	// the second dead letters are not taken for duplicates of the first, so the rows end dead, not queued.
+	retried, _, err := producer.RetryFailed(context.Background(), e.st, e.js, batch, true)
+	if err != nil || retried != 2 {
+		t.Fatalf("RetryFailed = %d retried, %v; want 2", retried, err)
+	}
+	if s := e.waitBatch(t, batch, 2, time.Minute); s.Counts[store.StateDead] != 2 {
+		t.Fatalf("batch after a retry: %v; want 2 dead again", s.Counts)
+	}
+	if info, err := ds.Info(context.Background()); err != nil || info.State.Msgs != 4 {
+		t.Errorf("dead-letter stream after a retry: %+v, %v; want 4 messages", info.State, err)
+	}
 }
 
 func TestEncodeFromTarZipAndS3(t *testing.T) {
@@ -614,4 +626,84 @@ func TestShutdownReleasesInFlight(t *testing.T) {
 		t.Fatalf("batch after restart: %v, want %d done", s.Counts, n)
 	}
 	checkEncodedOnce(t, e, batch, n)
+}
+
+// A job whose workers keep being stopped before they settle it is not stranded by the server after
+// schema.MaxDeliver deliveries (its row `running` for ever): the next worker runs it. A job received
+// schema.MaxReceipts times unsettled goes dead with its reason instead of running again.
+func TestUnsettledJobsAreRedeliveredThenDead(t *testing.T) {
+	e := newEnv(t)
+	dir := e.fashion(t, 2)
+	files, err := filepath.Glob(filepath.Join(dir, "*.png"))
+	if err != nil || len(files) != 2 {
+		t.Fatalf("exported images: %v, %v", files, err)
+	}
+	dir2 := filepath.Join(e.dir, "images-second")
+	if err := os.MkdirAll(dir2, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(files[1], filepath.Join(dir2, filepath.Base(files[1]))); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	cons, err := e.js.Consumer(ctx, schema.StreamJobs, schema.Consumer(schema.KindEncode))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// release takes the one pending job and gives it back unsettled, as a worker stopped mid-job does, until it has
+	// been delivered n times.
+	release := func(n uint64) {
+		t.Helper()
+		for {
+			b, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got uint64
+			for m := range b.Messages() {
+				md, err := m.Metadata()
+				if err != nil {
+					t.Fatal(err)
+				}
+				got = md.NumDelivered
+				if err := m.Nak(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got == 0 {
+				t.Fatal("the released job was not delivered again: the server stranded it")
+			}
+			if got >= n {
+				return
+			}
+		}
+	}
+
+	first := "unsettled-" + randomHex(t, 3)
+	enqueue(t, e, dir, first)
+	release(schema.MaxDeliver)
+	stop := e.startWorker(t, e.st, nil)
+	if s := e.waitBatch(t, first, 1, time.Minute); s.Counts[store.StateDone] != 1 {
+		t.Fatalf("job released %d times, then run: %v, want done", schema.MaxDeliver, s.Counts)
+	}
+	stop()
+
+	second := "unsettled-" + randomHex(t, 3)
+	enqueue(t, e, dir2, second)
+	release(schema.MaxReceipts - 1)
+	e.startWorker(t, e.st, nil)
+	if s := e.waitBatch(t, second, 1, time.Minute); s.Counts[store.StateDead] != 1 {
+		t.Fatalf("job released %d times: %v, want dead", schema.MaxReceipts-1, s.Counts)
+	}
+	fails, err := e.st.Failures(ctx, second, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("delivered %d times without a worker settling it", schema.MaxReceipts-1)
+	if len(fails) != 1 || !strings.Contains(fails[0].Error, want) {
+		t.Errorf("failures %+v: want one whose reason says %q", fails, want)
+	}
+	if got := e.streamMsgs(t); got != 0 {
+		t.Errorf("job stream holds %d messages, want 0", got)
+	}
 }
