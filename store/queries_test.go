@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"dae/schema"
@@ -119,6 +120,13 @@ func TestJobsClassifiersAndQueries(t *testing.T) {
 	}
 	if prev, err := s.StartJob(ctx, jobs[0].DedupKey()); err != nil || prev != StateDone {
 		t.Errorf("StartJob of a done job = %q, %v; want done", prev, err)
+	}
+	// A late dead letter (or failure) of a job already done leaves it done; a job never recorded is not found.
+	if err := s.FinishJob(ctx, jobs[0].DedupKey(), StateDead, "gave up after 5 deliveries: late"); err != nil {
+		t.Errorf("FinishJob(dead) of a done job: %v, want no error", err)
+	}
+	if err := s.FinishJob(ctx, "encode/fm32/"+strings.Repeat("0", 64), StateDead, "x"); !IsNotFound(err) {
+		t.Errorf("FinishJob of an unknown job: %v, want ErrNotFound", err)
 	}
 	st, err := s.Status(ctx, "b1")
 	if err != nil {

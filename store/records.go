@@ -231,6 +231,7 @@ RETURNING old.state`, dedupKey).Scan(&previous)
 }
 
 // FinishJob moves a job to a final state: StateDone (reason ignored), StateFailed or StateDead (reason required).
+// A job already done stays done (its results are stored): failing it is a no-op.
 func (s *Store) FinishJob(ctx context.Context, dedupKey, state, reason string) error {
 	switch state {
 	case StateDone:
@@ -242,13 +243,17 @@ func (s *Store) FinishJob(ctx context.Context, dedupKey, state, reason string) e
 	default:
 		return fmt.Errorf("store: finish job %s: %q is not a final state", dedupKey, state)
 	}
-	tag, err := s.pool.Exec(ctx, `
-UPDATE jobs SET state = $2, last_error = COALESCE(NULLIF($3, ''), last_error), finished_at = now(), updated_at = now()
-WHERE dedup_key = $1`, dedupKey, state, reason)
+	var exists bool
+	err := s.pool.QueryRow(ctx, `
+WITH u AS (
+	UPDATE jobs SET state = $2, last_error = COALESCE(NULLIF($3, ''), last_error), finished_at = now(), updated_at = now()
+	WHERE dedup_key = $1 AND (state <> 'done' OR $2 = 'done')
+	RETURNING 1)
+SELECT EXISTS (SELECT 1 FROM jobs WHERE dedup_key = $1)`, dedupKey, state, reason).Scan(&exists)
 	if err != nil {
 		return fmt.Errorf("store: finish job %s as %s: %w", dedupKey, state, err)
 	}
-	if tag.RowsAffected() == 0 {
+	if !exists {
 		return fmt.Errorf("store: finish job %s: %w", dedupKey, ErrNotFound)
 	}
 	return nil

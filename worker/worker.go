@@ -387,9 +387,27 @@ func (w *Worker) done(ctx context.Context, t *task) {
 	w.ack(t, OutcomeDone)
 }
 
-// invalid records a message that is not a valid job as a failed job and terminates it.
+// invalid records a message that is not a valid job as a failed job and terminates it. The producer publishes a
+// job under its dedup key, so when the message id names a recorded job (a newer producer's message this worker
+// cannot read, say) that job fails with the reason, and `dae retry` can send it again once the workers read it.
 func (w *Worker) invalid(ctx context.Context, t *task, perr error) {
 	key := t.msg.Headers().Get(jetstream.MsgIDHeader)
+	if key != "" {
+		t.key = key
+		err := w.st.FinishJob(ctx, key, store.StateFailed, perr.Error())
+		if err == nil {
+			w.log.Warn("job message not readable", "kind", t.kind, "job", key, "reason", perr)
+			if err := t.msg.Term(); err != nil {
+				w.log.Warn("term failed", "job", key, "err", err)
+			}
+			w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+			return
+		}
+		if !store.IsNotFound(err) {
+			w.retry(ctx, t, err)
+			return
+		}
+	}
 	if key == "" {
 		if md, err := t.msg.Metadata(); err == nil {
 			key = md.Stream + "/" + strconv.FormatUint(md.Sequence.Stream, 10)

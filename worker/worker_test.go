@@ -202,10 +202,28 @@ func TestBadInputsFailAlone(t *testing.T) {
 	if _, err := e.js.Publish(context.Background(), schema.Subject(schema.KindEncode), []byte(raw), jetstream.WithMsgID("hand-made-1")); err != nil {
 		t.Fatal(err)
 	}
+	// A recorded job whose message this worker cannot read (published under the job's dedup key, as the producer
+	// does, by a newer producer, say): the job's own row fails with the reason, no second row appears.
+	skew := &schema.Encode{Header: schema.Header{Model: e.model, Batch: batch}, ImageHash: strings.Repeat("ab", 32)}
+	if _, _, err := e.st.RecordJob(context.Background(), skew); err != nil {
+		t.Fatal(err)
+	}
+	raw = fmt.Sprintf(`{"v":99,"kind":"encode","model":%q,"batch":%q,"image_hash":%q}`, e.model, batch, skew.ImageHash)
+	if _, err := e.js.Publish(context.Background(), schema.Subject(schema.KindEncode), []byte(raw), jetstream.WithMsgID(skew.DedupKey())); err != nil {
+		t.Fatal(err)
+	}
 	e.startWorker(t, e.st, nil)
-	s := e.waitBatch(t, batch, good+5, 2*time.Minute)
-	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 5 || s.Counts[store.StateDead] != 0 {
-		t.Fatalf("batch: %v; want %d done and 5 failed", s.Counts, good)
+	s := e.waitBatch(t, batch, good+6, 2*time.Minute)
+	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 6 || s.Counts[store.StateDead] != 0 ||
+		s.Counts[store.StateQueued] != 0 {
+		t.Fatalf("batch: %v; want %d done and 6 failed", s.Counts, good)
+	}
+	if n := e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1 AND state = 'failed' AND last_error LIKE '%version%'`,
+		skew.DedupKey()); n != 1 {
+		t.Errorf("the recorded job with an unreadable message: %d failed rows naming the version, want 1", n)
+	}
+	if n := e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1`, "invalid/"+skew.DedupKey()); n != 0 {
+		t.Errorf("the unreadable message of a recorded job got a row of its own")
 	}
 	fails, err := e.st.Failures(context.Background(), batch, 100)
 	if err != nil {
@@ -237,15 +255,16 @@ func TestBadInputsFailAlone(t *testing.T) {
 		t.Errorf("latents = %d, want %d", checkLatents, good)
 	}
 
-	// Retrying the failed items re-runs the four image jobs (they fail again, with the same reasons); the message
-	// that never parsed cannot be retried.
+	// Retrying the failed items re-runs the four image jobs (they fail again, with the same reasons) and the
+	// recorded job from its stored message (its image was never uploaded: it fails, naming that); the message that
+	// never parsed cannot be retried.
 	retried, skipped, err := producer.RetryFailed(context.Background(), e.st, e.js, batch, false)
-	if err != nil || retried != 4 || skipped != 1 {
-		t.Fatalf("RetryFailed = %d retried, %d skipped, %v; want 4 and 1", retried, skipped, err)
+	if err != nil || retried != 5 || skipped != 1 {
+		t.Fatalf("RetryFailed = %d retried, %d skipped, %v; want 5 and 1", retried, skipped, err)
 	}
-	s = e.waitBatch(t, batch, good+5, time.Minute)
-	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 5 {
-		t.Errorf("batch after retry: %v; want %d done and 5 failed", s.Counts, good)
+	s = e.waitBatch(t, batch, good+6, time.Minute)
+	if s.Counts[store.StateDone] != good || s.Counts[store.StateFailed] != 6 {
+		t.Errorf("batch after retry: %v; want %d done and 6 failed", s.Counts, good)
 	}
 }
 
