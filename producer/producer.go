@@ -107,10 +107,6 @@ func Encode(ctx context.Context, st *store.Store, js jetstream.JetStream, o Opti
 		sum.Found++
 		p := pending{name: it.Name, data: it.Data}
 		switch {
-		case it.TooBig && it.Hash == "":
-			o.Logger.Warn("file too large to hash here; not recorded", "file", it.Name, "bytes", it.Size)
-			sum.Invalid++
-			return nil
 		case it.TooBig:
 			p.hash = it.Hash
 			p.invalid = fmt.Errorf("%s: %w: file of %d bytes exceeds %d", it.Name, imageio.ErrTooLarge, it.Size, MaxFileBytes)
@@ -201,6 +197,15 @@ func encodeChunk(ctx context.Context, st *store.Store, js jetstream.JetStream, o
 			continue
 		case recorded && state != store.StateQueued:
 			sum.Skipped++ // running, done, failed or dead: its worker or its row has it
+			continue
+		case recorded && p.invalid != nil:
+			// Recorded but not yet failed (an earlier run stopped between the two statements below): fail it now;
+			// publishing it would only tell the worker its image was never uploaded.
+			if err := st.FinishJob(ctx, keys[i], store.StateFailed, p.invalid.Error()); err != nil {
+				return err
+			}
+			seen[p.hash] = true
+			sum.Invalid++
 			continue
 		case recorded:
 			sum.Requeued++
@@ -361,6 +366,11 @@ func RetryFailed(ctx context.Context, st *store.Store, js jetstream.JetStream, b
 			return retried, skipped, err
 		}
 		if _, err := js.Publish(ctx, schema.Subject(j.JobKind()), data, jetstream.WithMsgID(j.DedupKey()+"/retry/"+stamp)); err != nil {
+			// Not sent: the row goes back to what it was, so that it is not left queued with no message (and a
+			// later retry finds it again).
+			if rerr := st.FinishJob(context.WithoutCancel(ctx), f.DedupKey, f.State, f.Error); rerr != nil {
+				return retried, skipped, fmt.Errorf("publish retry of %s: %w (and the job stays queued: %v)", j.DedupKey(), err, rerr)
+			}
 			return retried, skipped, fmt.Errorf("publish retry of %s: %w", j.DedupKey(), err)
 		}
 		retried++

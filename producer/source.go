@@ -29,7 +29,7 @@ type Item struct {
 	// TooBig says the file is over MaxFileBytes: its data is not kept, only its Size and (streamed) Hash.
 	TooBig bool
 	Size   int64
-	Hash   string // SHA-256 hex of a TooBig file's content; "" when it could not be hashed
+	Hash   string // SHA-256 hex of a TooBig file's content, streamed
 }
 
 // hashStream fills a TooBig item's hash from r.
@@ -235,6 +235,15 @@ func walkS3(ctx context.Context, st *store.Store, source string, visit func(Item
 		if isImageName(o.Key) {
 			if o.Size > MaxFileBytes {
 				it.TooBig = true
+				r, err := st.OpenSourceObject(ctx, bucket, o.Key)
+				if err != nil {
+					return err
+				}
+				err = hashStream(r, &it)
+				r.Close()
+				if err != nil {
+					return fmt.Errorf("source %s: %w", it.Name, err)
+				}
 			} else {
 				data, err := st.GetSourceObject(ctx, bucket, o.Key)
 				if err != nil {

@@ -199,6 +199,16 @@ func (s *Store) GetSourceObject(ctx context.Context, bucket, key string) ([]byte
 	return data, nil
 }
 
+// OpenSourceObject opens any object of any bucket the store's credentials can read, to be streamed (the producer
+// hashes objects too large to read whole this way).
+func (s *Store) OpenSourceObject(ctx context.Context, bucket, key string) (io.ReadCloser, error) {
+	obj, err := s.s3.GetObject(ctx, bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("store: get s3://%s/%s: %w", bucket, key, err)
+	}
+	return obj, nil
+}
+
 // PutSourceObject stores data under any key of a bucket; tests and demos use it to build an S3 source.
 func (s *Store) PutSourceObject(ctx context.Context, bucket, key string, data []byte) error {
 	if _, err := s.s3.PutObject(ctx, bucket, key, strings.NewReader(string(data)), int64(len(data)), minio.PutObjectOptions{}); err != nil {

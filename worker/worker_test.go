@@ -3,7 +3,9 @@ package worker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
@@ -559,6 +561,15 @@ func TestKeepsFailingGoesDead(t *testing.T) {
 	if got := e.streamMsgs(t); got != 0 {
 		t.Errorf("job stream holds %d messages, want 0", got)
 	}
+	// A retry whose publish fails leaves the rows as they were (dead), not queued with no message.
+	closed := e.connect(t)
+	closed.Conn().Close()
+	if _, _, err := producer.RetryFailed(context.Background(), e.st, closed, batch, true); err == nil {
+		t.Fatal("RetryFailed through a closed connection: no error")
+	}
+	if n := e.query(t, `SELECT count(*) FROM jobs WHERE batch_id = $1 AND state = 'dead' AND last_error LIKE 'gave up%'`, batch); n != 2 {
+		t.Fatalf("after a retry that could not publish: %d dead jobs with their reason, want 2", n)
+	}
 	// Retried by an operator while the cause persists, they die again, within the dead stream's duplicate window:
 	// the second dead letters are not taken for duplicates of the first, so the rows end dead, not queued.
 	retried, _, err := producer.RetryFailed(context.Background(), e.st, e.js, batch, true)
@@ -613,6 +624,20 @@ func TestEncodeFromTarZipAndS3(t *testing.T) {
 	}
 	if got := e.query(t, `SELECT count(*) FROM latents`); got != n {
 		t.Errorf("latents = %d, want %d", got, n)
+	}
+	// An S3 object over producer.MaxFileBytes is hashed as it streams and recorded as failed, naming it, like a
+	// file of a folder or an archive.
+	big := make([]byte, producer.MaxFileBytes+1)
+	if err := e.st.PutSourceObject(context.Background(), e.cfg.BucketOutputs, "big/huge.png", big); err != nil {
+		t.Fatal(err)
+	}
+	batch := "big-" + randomHex(t, 2)
+	if sum := enqueue(t, e, "s3://"+e.cfg.BucketOutputs+"/big/", batch); sum.Found != 1 || sum.Invalid != 1 || sum.New != 0 {
+		t.Errorf("enqueue of an over-large S3 object: %+v, want 1 found, 1 invalid", sum)
+	}
+	fails, err := e.st.Failures(context.Background(), batch, 10)
+	if err != nil || len(fails) != 1 || !strings.Contains(fails[0].Error, "huge.png") || !strings.Contains(fails[0].Error, "exceeds") {
+		t.Errorf("failures of the over-large S3 object: %+v, %v; want one naming it", fails, err)
 	}
 }
 
@@ -721,6 +746,36 @@ func TestUnsettledJobsAreRedeliveredThenDead(t *testing.T) {
 	want := fmt.Sprintf("delivered %d times without a worker settling it", schema.MaxReceipts-1)
 	if len(fails) != 1 || !strings.Contains(fails[0].Error, want) {
 		t.Errorf("failures %+v: want one whose reason says %q", fails, want)
+	}
+	if got := e.streamMsgs(t); got != 0 {
+		t.Errorf("job stream holds %d messages, want 0", got)
+	}
+}
+
+// A bad file whose job an earlier run recorded but did not fail (it stopped between the two statements) is failed
+// with its reason by the next run, not published as a job whose image was never uploaded.
+func TestBadFileRecordedEarlierIsFailedNotPublished(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(e.dir, "bad-only")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("this is a text file, not a PNG\n")
+	if err := os.WriteFile(filepath.Join(dir, "notes.png"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(data)
+	half := &schema.Encode{Header: schema.Header{Model: e.model}, ImageHash: hex.EncodeToString(h[:])}
+	if _, _, err := e.st.RecordJob(context.Background(), half); err != nil {
+		t.Fatal(err)
+	}
+	sum := enqueue(t, e, dir, "half-"+randomHex(t, 3))
+	if sum.Invalid != 1 || sum.Requeued != 0 {
+		t.Errorf("enqueue: %+v; want the file counted invalid, nothing requeued", sum)
+	}
+	if n := e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1 AND state = 'failed' AND last_error LIKE '%notes.png%'`,
+		half.DedupKey()); n != 1 {
+		t.Errorf("the half-recorded job: %d failed rows naming the file, want 1", n)
 	}
 	if got := e.streamMsgs(t); got != 0 {
 		t.Errorf("job stream holds %d messages, want 0", got)
