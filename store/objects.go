@@ -15,6 +15,7 @@ import (
 
 	"dae/schema"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -134,3 +135,11 @@ func (s *Store) PresignGet(ctx context.Context, bucket, key string, expiry time.
 
 // IsNotFound reports whether err says a row or object does not exist.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// IsRefused reports whether err is Postgres refusing the data itself (SQLSTATE class 22, data exception, or 23,
+// integrity constraint violation: a job naming a batch that does not exist, say): sending the same rows again
+// cannot succeed.
+func IsRefused(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
+}

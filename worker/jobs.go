@@ -103,6 +103,21 @@ func (r *runner) encode(ctx context.Context, msgs []jetstream.Msg) {
 		if err == nil {
 			err = w.st.FinishJobsDone(ctx, keys)
 		}
+		if err != nil && store.IsRefused(err) && len(ok) > 1 {
+			// The database refuses one of the rows: one by one, so that only that job fails.
+			for i, t := range ok {
+				_, err := w.st.WriteLatents(ctx, ls[i:i+1])
+				if err == nil {
+					err = w.st.FinishJob(ctx, t.key, store.StateDone, "")
+				}
+				if err != nil {
+					w.fail(ctx, t, err)
+					continue
+				}
+				w.ack(t, OutcomeDone)
+			}
+			continue
+		}
 		if err != nil {
 			for _, t := range ok {
 				w.fail(ctx, t, err)

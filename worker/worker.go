@@ -280,23 +280,30 @@ func (r *runner) begin(ctx context.Context, k schema.Kind, m jetstream.Msg) (*ta
 	if w.overReceived(ctx, t) {
 		return nil, false
 	}
+	return t, r.start(ctx, t)
+}
+
+// start marks a parsed job running, recording it first if it was published without a row. It returns false when
+// the job is already dealt with: final already (acknowledged) or failed to start (failed or released).
+func (r *runner) start(ctx context.Context, t *task) bool {
+	w := r.w
 	prev, err := w.st.StartJob(ctx, t.key)
 	if store.IsNotFound(err) {
 		// Published without a row (by a producer that does not record jobs): record it now.
-		if _, _, err = w.st.RecordJob(ctx, job); err == nil {
+		if _, _, err = w.st.RecordJob(ctx, t.job); err == nil {
 			prev, err = w.st.StartJob(ctx, t.key)
 		}
 	}
 	if err != nil {
 		w.fail(ctx, t, err)
-		return nil, false
+		return false
 	}
 	switch prev {
 	case store.StateDone, store.StateFailed, store.StateDead:
 		w.ack(t, OutcomeDuplicate)
-		return nil, false
+		return false
 	}
-	return t, true
+	return true
 }
 
 // beginAll is begin for a micro-batch: one statement starts every valid job. It returns the tasks to run.
@@ -336,6 +343,17 @@ func (r *runner) beginAll(ctx context.Context, k schema.Kind, msgs []jetstream.M
 		if err = w.st.RecordJobs(ctx, missing); err == nil {
 			prev, err = w.st.StartJobs(ctx, keys)
 		}
+	}
+	if err != nil && store.IsRefused(err) && len(tasks) > 1 {
+		// The database refuses one of the rows (a job naming a batch that does not exist, say): one by one, so
+		// that only that job fails.
+		run := tasks[:0]
+		for _, t := range tasks {
+			if r.start(ctx, t) {
+				run = append(run, t)
+			}
+		}
+		return run
 	}
 	if err != nil {
 		for _, t := range tasks {
@@ -441,11 +459,12 @@ func (e permanentError) Unwrap() error { return e.err }
 func permanent(err error) error { return permanentError{err} }
 
 // IsPermanent reports whether err is one that retrying the same job cannot fix: a bad image, an invalid message,
-// an unknown model, an unusable checkpoint, or an error the worker marked so (a missing latent or classifier).
+// an unknown model, an unusable checkpoint, rows the database refuses, or an error the worker marked so (a missing
+// latent or classifier).
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p) || imageio.IsInvalid(err) || errors.Is(err, schema.ErrInvalid) ||
-		errors.Is(err, ErrUnknownModel) || errors.Is(err, diffae.ErrCheckpoint)
+		errors.Is(err, ErrUnknownModel) || errors.Is(err, diffae.ErrCheckpoint) || store.IsRefused(err)
 }
 
 // fail settles a job that went wrong: failed and terminated when the error is permanent, released for a delayed
@@ -459,7 +478,17 @@ func (w *Worker) fail(ctx context.Context, t *task, err error) {
 		w.retry(ctx, t, err)
 		return
 	}
-	if ferr := w.st.FinishJob(ctx, t.key, store.StateFailed, err.Error()); ferr != nil {
+	ferr := w.st.FinishJob(ctx, t.key, store.StateFailed, err.Error())
+	if store.IsNotFound(ferr) {
+		// A job published past the producer whose row could not be recorded (it names a batch that does not
+		// exist, say): record the failure under its key, in its batch if there is one.
+		batch := ""
+		if t.job != nil {
+			batch = t.job.Meta().Batch
+		}
+		ferr = w.st.FailInvalidJob(ctx, t.kind, t.key, t.msg.Data(), batch, err.Error())
+	}
+	if ferr != nil {
 		// The reason must be stored before the message goes; until then this is a transient failure.
 		w.retry(ctx, t, fmt.Errorf("%w (while recording the permanent failure: %v)", ferr, err))
 		return

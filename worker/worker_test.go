@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -780,4 +781,63 @@ func TestBadFileRecordedEarlierIsFailedNotPublished(t *testing.T) {
 	if got := e.streamMsgs(t); got != 0 {
 		t.Errorf("job stream holds %d messages, want 0", got)
 	}
+}
+
+// Jobs published past the producer whose rows the database refuses (one names a batch that does not exist, one an
+// image never registered) fail alone, with the database's reason, at once; the jobs fetched with them in one
+// micro-batch are done.
+func TestRefusedJobFailsAlone(t *testing.T) {
+	e := newEnv(t)
+	const n = 6
+	batch := "ok-" + randomHex(t, 3)
+	enqueue(t, e, e.fashion(t, n), batch)
+	ext := &schema.Encode{Header: schema.Header{Model: e.model, Batch: "no-such-batch"}, ImageHash: strings.Repeat("cd", 32)}
+	data, err := schema.Marshal(ext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(context.Background(), schema.Subject(schema.KindEncode), data, jetstream.WithMsgID(ext.DedupKey())); err != nil {
+		t.Fatal(err)
+	}
+	// And one whose image is in the images bucket but was never registered (put there past the producer): its
+	// latent row is refused, after the encoder ran with the others in one batch.
+	more, _ := filepath.Glob(filepath.Join(e.fashion(t, n+1), "*.png"))
+	slices.Sort(more)
+	png7, err := os.ReadFile(more[n])
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(png7)
+	orphan := &schema.Encode{Header: schema.Header{Model: e.model, Batch: batch}, ImageHash: hex.EncodeToString(h[:])}
+	key, _ := schema.ImageKey(orphan.ImageHash)
+	if err := e.st.PutSourceObject(context.Background(), e.cfg.BucketImages, key, png7); err != nil {
+		t.Fatal(err)
+	}
+	if data, err = schema.Marshal(orphan); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(context.Background(), schema.Subject(schema.KindEncode), data, jetstream.WithMsgID(orphan.DedupKey())); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(t, e.st, nil) // one fetch of up to 8 takes all eight
+	s := e.waitBatch(t, batch, n+1, time.Minute)
+	if s.Counts[store.StateDone] != n || s.Counts[store.StateFailed] != 1 {
+		t.Fatalf("batch: %v, want %d done and the unregistered image's job failed", s.Counts, n)
+	}
+	if got := e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1 AND state = 'failed' AND last_error LIKE '%foreign key%'`,
+		orphan.DedupKey()); got != 1 {
+		t.Errorf("the unregistered image's job: %d rows failed with the database's reason, want 1", got)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1 AND state IN ('failed', 'dead')`, ext.DedupKey()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the refused job has no failed row after a minute")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := e.query(t, `SELECT count(*) FROM jobs WHERE dedup_key = $1 AND state = 'failed' AND attempts = 1
+		AND last_error LIKE '%foreign key%'`, ext.DedupKey()); got != 1 {
+		t.Errorf("the refused job: %d rows failed at once with the database's reason, want 1", got)
+	}
+	checkEncodedOnce(t, e, batch, n)
 }
