@@ -386,14 +386,19 @@ func (r *Runner) Score(ctx context.Context, model string) (ScoreSummary, error) 
 			return sum, err
 		}
 	}
+	var errs []error
 	for _, m := range models {
 		s, err := r.scoreModel(ctx, m)
 		sum.add(s)
 		if err != nil {
-			return sum, err
+			// One model's failure does not keep the others unscored.
+			errs = append(errs, fmt.Errorf("model %s: %w", m, err))
+			if ctx.Err() != nil {
+				break
+			}
 		}
 	}
-	return sum, nil
+	return sum, errors.Join(errs...)
 }
 
 func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, error) {

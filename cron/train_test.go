@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"math"
+	"strings"
 	"testing"
 
 	"dae/diffae"
 	"dae/diffae/metrics"
+	"dae/store"
 	"dae/store/storetest"
 )
 
@@ -207,5 +209,37 @@ func TestTrainPositiveUnlabelled(t *testing.T) {
 	}
 	if sum.Results[0].Action != "trained" || sum.Results[0].Version != 2 {
 		t.Errorf("PU after new latents: %+v, want version 2", sum.Results[0])
+	}
+}
+
+// One model that cannot be scored (a latent whose z_sem is not finite) does not keep the other models' latents
+// unscored: the pass goes on and returns the error.
+func TestScoreGoesOnPastAFailingModel(t *testing.T) {
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	const d = 8
+	seedWorld(t, st, "broken", 20, d, 2, 1)
+	seedWorld(t, st, "fine", 20, d, 2, 2)
+	h := strings.Repeat("ef", 32)
+	if _, err := st.WriteImages(ctx, []store.Image{{Hash: h, Source: "synthetic/nan.png", ObjectKey: "images/ef/" + h,
+		Size: 100, Width: 4, Height: 4, ContentType: "image/png"}}); err != nil {
+		t.Fatal(err)
+	}
+	z := make([]float32, d)
+	z[0] = float32(math.NaN())
+	if _, err := st.WriteLatents(ctx, []store.Latent{{ModelID: "broken", ImageHash: h, ZSem: z,
+		XT: []float32{0}, XTShape: []int{1}}}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(st, nil, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := r.Score(ctx, "")
+	if err == nil || !strings.Contains(err.Error(), "broken") {
+		t.Errorf("Score: %v, want the broken model's error", err)
+	}
+	if sum.Sketches < 20 {
+		t.Errorf("Score sketched %d latents, want at least the 20 of the model that can be scored", sum.Sketches)
 	}
 }

@@ -21,33 +21,28 @@ import (
 var ErrLocked = errors.New("locked by another session")
 
 // WithLock runs fn while holding a Postgres session-level advisory lock named name, taken with
-// pg_try_advisory_lock so that a second caller does not wait but gets ErrLocked. The lock lives on one pooled
-// connection held for the duration; fn uses the pool as usual. A session lock (rather than a transaction-level one)
-// keeps no transaction open during long work, and Postgres drops it if the process dies.
+// pg_try_advisory_lock so that a second caller does not wait but gets ErrLocked. The lock lives on a connection of
+// its own, outside the pool, held for the duration; fn uses the pool as usual (locks held from the pool could take
+// every pooled connection and leave fn waiting for one for ever). A session lock (rather than a transaction-level
+// one) keeps no transaction open during long work, and Postgres drops it if the process dies.
 func (s *Store) WithLock(ctx context.Context, name string, fn func(ctx context.Context) error) error {
-	conn, err := s.pool.Acquire(ctx)
+	conn, err := pgx.ConnectConfig(ctx, s.pool.Config().ConnConfig.Copy())
 	if err != nil {
 		return fmt.Errorf("store: lock %s: %w", name, err)
 	}
+	defer func() {
+		// Closing the session releases the lock, whether or not ctx was cancelled.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		conn.Close(cctx)
+	}()
 	var got bool
 	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(hashtextextended($1, 0))`, "dae/"+name).Scan(&got); err != nil {
-		conn.Release()
 		return fmt.Errorf("store: lock %s: %w", name, err)
 	}
 	if !got {
-		conn.Release()
 		return fmt.Errorf("store: lock %s: %w", name, ErrLocked)
 	}
-	defer func() {
-		// Unlock even when ctx is cancelled; if that fails, close the session, which releases the lock.
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		var ok bool
-		if err := conn.QueryRow(uctx, `SELECT pg_advisory_unlock(hashtextextended($1, 0))`, "dae/"+name).Scan(&ok); err != nil || !ok {
-			conn.Conn().Close(uctx)
-		}
-		conn.Release()
-	}()
 	return fn(ctx)
 }
 

@@ -44,6 +44,27 @@ func TestWithLockExcludes(t *testing.T) {
 	}
 }
 
+// Locks do not take connections from the pool: with a pool of one, work under a lock still gets its connection.
+func TestWithLockLeavesThePool(t *testing.T) {
+	t.Parallel()
+	cfg := freshDB(t)
+	cfg.MaxConns = 1
+	ctx := context.Background()
+	s, err := Open(ctx, cfg)
+	if err != nil {
+		skipOrFail(t, "local stack does not answer (run deploy/local/up): %v", err)
+	}
+	t.Cleanup(s.Close)
+	err = s.WithLock(ctx, "job-a", func(ctx context.Context) error {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		return s.Ping(qctx)
+	})
+	if err != nil {
+		t.Errorf("a query under the lock with a pool of one: %v", err)
+	}
+}
+
 func TestClaimCronRunOncePerTick(t *testing.T) {
 	t.Parallel()
 	s := openFresh(t)
