@@ -32,7 +32,7 @@ func runDemo(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	n := fs.Int("images", 500, "Fashion-MNIST test images to export and encode")
 	data := fs.String("data", dataset.DefaultFashionMNISTDir, "Fashion-MNIST IDX folder")
-	dir := fs.String("dir", "", "folder for the exported PNGs (default: demo/ in the stack folder)")
+	dir := fs.String("dir", "", "folder for the exported PNGs, all of which are enqueued (default: demo/fashion-mnist-test-N in the stack folder)")
 	model := fs.String("model", defaultDemoModel, "checkpoint (or registered model id) to encode with")
 	batchName := fs.String("batch-name", "", "batch id (default: demo-<model id>)")
 	wf := addWorkerFlags(fs)
@@ -71,7 +71,8 @@ func runDemo(ctx context.Context, args []string) error {
 		if stack == "" {
 			stack = ".stack"
 		}
-		*dir = filepath.Join(stack, "demo", "fashion-mnist-test")
+		// One folder per count: the whole folder is enqueued, so a folder left by a larger run would be too.
+		*dir = filepath.Join(stack, "demo", fmt.Sprintf("fashion-mnist-test-%d", *n))
 	}
 	imgs, err := dataset.LoadFashionMNIST(*data, "test")
 	if err != nil {
