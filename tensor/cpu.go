@@ -189,6 +189,17 @@ func setConvCap(level int) {
 	C.k_conv3x3_cap = C.int(level)
 }
 
+// setAttnKernel turns the attention products of attn.c on or off (off: OpenBLAS, for tests to compare).
+func setAttnKernel(on bool) {
+	C.k_attn_cap = 0
+	if on {
+		C.k_attn_cap = 1
+	}
+}
+
+// c1x1Ok says whether 1×1 convolutions to cout channels over hw positions take attn.c's kernel here.
+func c1x1Ok(cout, hw int) bool { return C.k_conv1x1_ok(C.long(cout), C.long(hw)) != 0 }
+
 func conv3x3Scratch(cin, cout, h, w int) int {
 	return int(C.k_conv3x3_scratch_len(C.long(cin), C.long(cout), C.long(h), C.long(w)))
 }
@@ -238,6 +249,9 @@ func (d *CPU) Download(dst []float32, src *Tensor) {
 }
 
 func (d *CPU) Sync() {}
+
+// ptrAt is a C pointer to t.Data[off].
+func ptrAt(t *Tensor, off int) *C.float { return (*C.float)(unsafe.Pointer(&t.Data[off])) }
 
 func ptr(t *Tensor) *C.float {
 	if t == nil || len(t.Data) == 0 {
@@ -595,6 +609,20 @@ func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) bool 
 	if n < d.threads {
 		return false
 	}
+	if C.k_attn_ok(C.long(c), C.long(t)) != 0 {
+		d.par(n, 1, func(lo, hi int) {
+			bufp := d.scratchBuf(int(C.k_attn_scratch_len(C.long(c), C.long(t))))
+			defer d.scratch.Put(bufp)
+			ps := (*C.float)(unsafe.Pointer(&(*bufp)[0]))
+			t0 := time.Now()
+			for i := lo; i < hi; i++ {
+				C.k_attn_fwd(ptrAt(h, i*c*t), ptrAt(w, i*t*t), ptrAt(qkv, i*3*c*t), C.long(c), C.long(t),
+					C.float(scale), ps)
+			}
+			d.gemmNanos.Add(int64(time.Since(t0)))
+		})
+		return true
+	}
 	d.par(n, 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			q := qkv.Data[i*3*c*t : (i+1)*3*c*t]
@@ -614,6 +642,20 @@ func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) bool 
 func (d *CPU) AttentionCoreBackward(dqkv, dw, dh, qkv, w *Tensor, n, c, t int, scale float32) bool {
 	if n < d.threads {
 		return false
+	}
+	if C.k_attn_ok(C.long(c), C.long(t)) != 0 {
+		d.par(n, 1, func(lo, hi int) {
+			bufp := d.scratchBuf(int(C.k_attn_scratch_len(C.long(c), C.long(t))))
+			defer d.scratch.Put(bufp)
+			ps := (*C.float)(unsafe.Pointer(&(*bufp)[0]))
+			t0 := time.Now()
+			for i := lo; i < hi; i++ {
+				C.k_attn_bwd(ptrAt(dqkv, i*3*c*t), ptrAt(dw, i*t*t), ptrAt(dh, i*c*t), ptrAt(qkv, i*3*c*t),
+					ptrAt(w, i*t*t), C.long(c), C.long(t), C.float(scale), ps)
+			}
+			d.gemmNanos.Add(int64(time.Since(t0)))
+		})
+		return true
 	}
 	d.par(n, 1, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
@@ -729,7 +771,8 @@ func (d *CPU) EMA(ema, w *Tensor, decay float32) {
 // convMinImages is the batch size from which convolutions are split over the cores by image rather than by GEMM.
 func (d *CPU) convByImage(n int) bool { return n >= d.threads }
 
-// GemmTime is the thread-time spent in GEMM since the device was made (summed over threads).
+// GemmTime is the thread-time spent in GEMM since the device was made (summed over threads): OpenBLAS, and the
+// matrix products of attn.c (attention blocks, 1×1 convolutions), softmax and transposes included.
 func (d *CPU) GemmTime() time.Duration { return time.Duration(d.gemmNanos.Load()) }
 
 // sgemm1 is a single-threaded row-major product on host slices.
@@ -762,6 +805,25 @@ func (d *CPU) Conv2dForwardAdd(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k i
 func (d *CPU) conv2dForward(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int) {
 	hw := h * wd
 	kk := cin * k * k
+	if k == 1 && n >= d.threads && C.k_conv1x1_ok(C.long(cout), C.long(hw)) != 0 {
+		// 1×1 with the attention block's kernel (attn.c): x packed once per image, bias and residual added as
+		// the output is stored, no zeroing pass.
+		d.par(n, 1, func(lo, hi int) {
+			sp := d.scratchBuf(int(C.k_conv1x1_scratch_len(C.long(cin), C.long(hw))))
+			defer d.scratch.Put(sp)
+			t0 := time.Now()
+			for i := lo; i < hi; i++ {
+				var pr *C.float
+				if res != nil {
+					pr = ptrAt(res, i*cout*hw)
+				}
+				C.k_conv1x1(ptrAt(y, i*cout*hw), ptrAt(x, i*cin*hw), ptr(w), ptr(b), pr, C.long(cin), C.long(cout),
+					C.long(hw), (*C.float)(unsafe.Pointer(&(*sp)[0])))
+			}
+			d.gemmNanos.Add(int64(time.Since(t0)))
+		})
+		return
+	}
 	if res != nil && !d.directConv(k, wd) {
 		// The GEMM paths: the product, then the residual (kept aside first when it is y itself).
 		if &res.Data[0] == &y.Data[0] {
@@ -840,7 +902,9 @@ func (d *CPU) conv2dForward(y, x, w, b, res *Tensor, n, cin, cout, h, wd, k int)
 			}
 			yb := y.Data[i*cout*hw : (i+1)*cout*hw]
 			d.sgemm1(false, false, cout, hw, kk, 1, w.Data, kk, src, hw, 0, yb, hw)
-			C.k_add_bias((*C.float)(unsafe.Pointer(&yb[0])), ptr(b), C.long(cout), C.long(hw), 0, C.long(cout))
+			if b != nil {
+				C.k_add_bias((*C.float)(unsafe.Pointer(&yb[0])), ptr(b), C.long(cout), C.long(hw), 0, C.long(cout))
+			}
 		}
 	})
 }

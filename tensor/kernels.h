@@ -56,3 +56,13 @@ void k_conv3x3_dw(float *dw, const float *x, const float *dy, long n, long cin, 
                   float *scratch);
 int k_conv3x3_fast(void);
 double k_fma_peak(long iters, int *lanes, int *fmas);
+extern int k_attn_cap;
+int k_attn_ok(long c, long t);
+long k_attn_scratch_len(long c, long t);
+void k_attn_fwd(float *h, float *w, const float *qkv, long c, long t, float scale, float *scratch);
+void k_attn_bwd(float *dqkv, float *dw, const float *dh, const float *qkv, const float *w, long c, long t, float scale,
+                float *scratch);
+int k_conv1x1_ok(long cout, long hw);
+long k_conv1x1_scratch_len(long cin, long hw);
+void k_conv1x1(float *y, const float *x, const float *w, const float *bias, const float *res, long cin, long cout,
+               long hw, float *scratch);
