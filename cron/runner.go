@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -30,6 +31,8 @@ type Runner struct {
 	id     string
 	log    *slog.Logger
 	onTick func(job string, tick time.Time, ran bool)
+	// beforeWrite, if set (tests), is called before a scoring pass writes each page; an error fails the pass there.
+	beforeWrite func(model string) error
 
 	mu     sync.Mutex
 	planes map[int][]float32 // sketch hyperplanes by z_dim
@@ -157,7 +160,10 @@ type TrainResult struct {
 	Version   int     `json:"version,omitempty"`
 	AUROC     float64 `json:"auroc,omitempty"`
 	Promoted  bool    `json:"promoted,omitempty"`
-	Reason    string  `json:"reason,omitempty"`
+	// Pending: chosen to replace the promoted version, but not promoted yet because the scoring pass that would
+	// promote it did not finish (see Reason); the next pass that does promotes it.
+	Pending bool   `json:"pending,omitempty"`
+	Reason  string `json:"reason,omitempty"`
 }
 
 // TrainSummary is the outcome of a training pass.
@@ -169,15 +175,17 @@ type TrainSummary struct {
 // Train retrains, for every model (or only model), each attribute classifier whose labelled latents changed since
 // its last version (fingerprint in classifiers.trained_on). Attributes with negative labels train as binary
 // classifiers, attributes with positive labels only as positive–unlabelled ones (a sample of the model's other
-// latents as unlabelled). A new version is promoted if there is no promoted version, or if its AUROC on the held-out
-// share is not below the promoted version's AUROC on the same share. Newly promoted classifiers are then scored.
+// latents as unlabelled). A new version is chosen for promotion if there is no promoted version, or if its AUROC on
+// the held-out share is not below the promoted version's AUROC on the same share. It is stored pending, and a
+// scoring pass over its model then scores every latent with it and promotes it (the old version's scores serve
+// queries until then); a pass that fails leaves it pending for the next one.
 func (r *Runner) Train(ctx context.Context, model string) (TrainSummary, error) {
 	var sum TrainSummary
 	sets, err := r.st.LabelSets(ctx, model)
 	if err != nil {
 		return sum, err
 	}
-	promotedModels := map[string]bool{}
+	var pendingModels []string
 	var errs []error
 	for _, set := range sets {
 		res, err := r.trainOne(ctx, set)
@@ -185,12 +193,12 @@ func (r *Runner) Train(ctx context.Context, model string) (TrainSummary, error) 
 			res.Action, res.Reason = "failed", err.Error()
 			errs = append(errs, err)
 		}
-		if res.Promoted {
-			promotedModels[set.ModelID] = true
+		if res.Pending && !slices.Contains(pendingModels, set.ModelID) {
+			pendingModels = append(pendingModels, set.ModelID)
 		}
 		sum.Results = append(sum.Results, res)
 	}
-	for m := range promotedModels {
+	for _, m := range pendingModels {
 		sc, err := r.Score(ctx, m)
 		if err != nil {
 			errs = append(errs, err)
@@ -199,6 +207,26 @@ func (r *Runner) Train(ctx context.Context, model string) (TrainSummary, error) 
 			sum.Scored = &ScoreSummary{}
 		}
 		sum.Scored.add(sc)
+		// What the pass did to each pending version: promoted, or still pending (the pass failed).
+		for i := range sum.Results {
+			res := &sum.Results[i]
+			if res.Model != m || !res.Pending {
+				continue
+			}
+			hist, herr := r.st.ClassifierHistory(ctx, m, res.Attribute)
+			if herr != nil {
+				errs = append(errs, herr)
+				continue
+			}
+			for _, h := range hist {
+				if h.Version == res.Version && h.Promoted {
+					res.Promoted, res.Pending = true, false
+				}
+			}
+			if res.Pending && err != nil {
+				res.Reason += "; not promoted yet: its scoring pass failed (" + err.Error() + ")"
+			}
+		}
 	}
 	return sum, errors.Join(errs...)
 }
@@ -214,7 +242,8 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 		return res, err
 	}
 	if len(hist) > 0 && hist[0].TrainedOn == set.Fingerprint {
-		res.Action, res.Version = "unchanged", hist[0].Version
+		// Pending: an earlier pass chose it and did not get to promote it; the scoring pass after this one will.
+		res.Action, res.Version, res.Pending = "unchanged", hist[0].Version, hist[0].Pending
 		return res, nil
 	}
 	if set.Positives < r.cfg.Train.MinPositives {
@@ -240,6 +269,9 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	if err != nil {
 		return res, err
 	}
+	// A latent whose z_sem is not finite (a corrupt row) would turn the normalisation, and every score, into NaN.
+	data, dropped := finiteOnly(data)
+	stats, _ = finiteOnly(stats)
 	d := set.ZDim
 	mean, std := diffae.LatentMeanStd(flatten(stats, d), d)
 
@@ -268,6 +300,9 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	c.ModelID = set.ModelID
 	metrics := map[string]any{"mode": res.Mode, "positives": set.Positives, "negatives": set.Negatives,
 		"n_train": len(train), "n_holdout": len(held), "epochs": epochs, "l2": c.Metrics["l2"]}
+	if dropped > 0 {
+		metrics["skipped_not_finite"] = dropped
+	}
 	// The logit targets (median and quantiles of the positives' logits), for manipulate jobs that name one.
 	for _, name := range diffae.TargetNames() {
 		key, _ := diffae.TargetMetric(name) // every name TargetNames gives has one
@@ -311,17 +346,38 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	}
 	stored, err := r.st.AddClassifierVersion(ctx, store.ClassifierVersion{
 		Classifier: store.Classifier{ModelID: set.ModelID, Attribute: set.Attribute, Weights: c.W, Bias: c.B,
-			Metrics: mb, Promoted: promote},
-		Mean: c.Mean, Std: c.Std, Pattern: c.Pattern, TrainedOn: set.Fingerprint,
+			Metrics: mb},
+		Mean: c.Mean, Std: c.Std, Pattern: c.Pattern, TrainedOn: set.Fingerprint, Pending: promote,
 	})
 	if err != nil {
 		return res, err
 	}
-	res.Action, res.Version, res.Promoted = "trained", stored.Version, promote
+	res.Action, res.Version, res.Pending = "trained", stored.Version, promote
 	if !math.IsNaN(auroc) {
 		res.AUROC = auroc
 	}
 	return res, nil
+}
+
+// finite reports whether every value of z is finite.
+func finite(z []float32) bool {
+	for _, v := range z {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// finiteOnly drops the latents whose z_sem is not finite, saying how many it dropped.
+func finiteOnly(ls []store.LatentZ) ([]store.LatentZ, int) {
+	out := ls[:0:0]
+	for _, l := range ls {
+		if finite(l.ZSem) {
+			out = append(out, l)
+		}
+	}
+	return out, len(ls) - len(out)
 }
 
 // heldOut assigns a latent to the held-out share by a hash of its id (splitmix64), the same way every time.
@@ -363,6 +419,8 @@ type ScoreSummary struct {
 	Scores   int   `json:"scores"`   // scores written
 	Sketches int   `json:"sketches"` // sketches written
 	Pruned   int64 `json:"pruned"`   // scores of superseded classifier versions deleted
+	Promoted int   `json:"promoted"` // pending classifier versions promoted at the end of the pass
+	Skipped  int   `json:"skipped"`  // latents left unscored because their z_sem is not finite
 }
 
 func (s *ScoreSummary) add(o ScoreSummary) {
@@ -371,12 +429,15 @@ func (s *ScoreSummary) add(o ScoreSummary) {
 	s.Scores += o.Scores
 	s.Sketches += o.Sketches
 	s.Pruned += o.Pruned
+	s.Promoted += o.Promoted
+	s.Skipped += o.Skipped
 }
 
 // Score brings attribute_scores and latent_sketches up to date for every model (or only model): every latent gets
-// a score from each promoted classifier of its model and a sketch. It pages through the latents that lack one, in
-// id order, writing each page in one transaction (COPY into staging tables, then upsert), so an interrupted pass
-// resumes where it stopped and a repeated one writes nothing. Scores of superseded versions are then pruned.
+// a score from each promoted and each pending classifier of its model, and a sketch. It pages through the latents
+// that lack one, in id order, writing each page in one transaction (COPY into staging tables, then upsert), so an
+// interrupted pass resumes where it stopped and a repeated one writes nothing. A pass that gets through every page
+// then promotes the pending versions it scored (store.PromotePending) and prunes the scores of superseded ones.
 func (r *Runner) Score(ctx context.Context, model string) (ScoreSummary, error) {
 	var sum ScoreSummary
 	models := []string{model}
@@ -403,12 +464,12 @@ func (r *Runner) Score(ctx context.Context, model string) (ScoreSummary, error) 
 
 func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, error) {
 	sum := ScoreSummary{Models: 1}
-	stored, err := r.st.PromotedClassifiers(ctx, model)
+	stored, err := r.st.ClassifiersToScore(ctx, model)
 	if err != nil {
 		return sum, err
 	}
 	var cs []*diffae.Classifier
-	var ids []int64
+	var ids, pending []int64
 	for _, c := range stored {
 		dc := &diffae.Classifier{Attribute: c.Attribute, ModelID: c.ModelID, W: c.Weights, B: c.Bias, Mean: c.Mean, Std: c.Std}
 		if err := dc.Validate(); err != nil {
@@ -418,6 +479,9 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 		}
 		cs = append(cs, dc)
 		ids = append(ids, c.ID)
+		if c.Pending {
+			pending = append(pending, c.ID)
+		}
 	}
 	var after int64
 	for {
@@ -431,6 +495,13 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 		scores := make([]store.Score, 0, len(page)*len(cs))
 		sketches := make([]store.Sketch, 0, len(page))
 		for _, l := range page {
+			if !finite(l.ZSem) {
+				// A corrupt latent gets no score and no sketch (queries never return it) and does not hold up the
+				// rest of its model; every pass reports it again.
+				r.log.Warn("latent not scored: z_sem not finite", "model", model, "latent", l.ID, "image", l.ImageHash)
+				sum.Skipped++
+				continue
+			}
 			for i, c := range cs {
 				if len(l.ZSem) != c.Dim() {
 					return sum, fmt.Errorf("latent %d of model %s: z_sem of %d values, classifier %s wants %d",
@@ -441,13 +512,21 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 			bits, norm := r.sketch(l.ZSem)
 			sketches = append(sketches, store.Sketch{LatentID: l.ID, ModelID: model, Bits: bits, Norm: norm})
 		}
+		if r.beforeWrite != nil {
+			if err := r.beforeWrite(model); err != nil {
+				return sum, err
+			}
+		}
 		if err := r.st.WriteScoresAndSketches(ctx, scores, sketches); err != nil {
 			return sum, err
 		}
-		sum.Latents += len(page)
+		sum.Latents += len(sketches)
 		sum.Scores += len(scores)
 		sum.Sketches += len(sketches)
 		after = page[len(page)-1].ID
+	}
+	if sum.Promoted, err = r.st.PromotePending(ctx, model, pending); err != nil {
+		return sum, err
 	}
 	n, err := r.st.PruneScores(ctx, model)
 	sum.Pruned = n

@@ -3,6 +3,7 @@ package cron
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -212,14 +213,16 @@ func TestTrainPositiveUnlabelled(t *testing.T) {
 	}
 }
 
-// One model that cannot be scored (a latent whose z_sem is not finite) does not keep the other models' latents
-// unscored: the pass goes on and returns the error.
-func TestScoreGoesOnPastAFailingModel(t *testing.T) {
+// A latent whose z_sem is not finite is left unscored and reported, without holding up its model; and a model
+// whose pass fails does not keep the other models' latents unscored: the pass goes on and returns the error.
+func TestScoreSkipsCorruptLatentsAndFailingModels(t *testing.T) {
 	st := storetest.Fresh(t)
 	ctx := context.Background()
 	const d = 8
-	seedWorld(t, st, "broken", 20, d, 2, 1)
+	w := seedWorld(t, st, "corrupt", 20, d, 2, 1)
+	w.label(t, st, 0, 20)
 	seedWorld(t, st, "fine", 20, d, 2, 2)
+	seedWorld(t, st, "failing", 20, d, 2, 3)
 	h := strings.Repeat("ef", 32)
 	if _, err := st.WriteImages(ctx, []store.Image{{Hash: h, Source: "synthetic/nan.png", ObjectKey: "images/ef/" + h,
 		Size: 100, Width: 4, Height: 4, ContentType: "image/png"}}); err != nil {
@@ -227,7 +230,7 @@ func TestScoreGoesOnPastAFailingModel(t *testing.T) {
 	}
 	z := make([]float32, d)
 	z[0] = float32(math.NaN())
-	if _, err := st.WriteLatents(ctx, []store.Latent{{ModelID: "broken", ImageHash: h, ZSem: z,
+	if _, err := st.WriteLatents(ctx, []store.Latent{{ModelID: "corrupt", ImageHash: h, ZSem: z,
 		XT: []float32{0}, XTShape: []int{1}}}); err != nil {
 		t.Fatal(err)
 	}
@@ -235,11 +238,124 @@ func TestScoreGoesOnPastAFailingModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := r.Score(ctx, "")
-	if err == nil || !strings.Contains(err.Error(), "broken") {
-		t.Errorf("Score: %v, want the broken model's error", err)
+	r.beforeWrite = func(m string) error {
+		if m == "failing" {
+			return errors.New("page refused")
+		}
+		return nil
 	}
-	if sum.Sketches < 20 {
-		t.Errorf("Score sketched %d latents, want at least the 20 of the model that can be scored", sum.Sketches)
+	// Training "corrupt" leaves the corrupt latent out of the classifiers (it would make every score NaN) and
+	// scores the other 20.
+	sum, err := r.Train(ctx, "corrupt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range sum.Results {
+		if res.Action != "trained" || !res.Promoted || math.IsNaN(res.AUROC) {
+			t.Errorf("training beside a corrupt latent: %+v, want trained and promoted", res)
+		}
+	}
+	if sum.Scored == nil || sum.Scored.Skipped != 1 || sum.Scored.Sketches != 20 {
+		t.Errorf("training's scoring pass: %+v, want 20 latents scored and the corrupt one skipped", sum.Scored)
+	}
+	sc, err := r.Score(ctx, "")
+	if err == nil || !strings.Contains(err.Error(), "failing") || strings.Contains(err.Error(), "corrupt") {
+		t.Errorf("Score: %v, want the failing model's error alone", err)
+	}
+	if sc.Sketches < 20 || sc.Skipped != 1 {
+		t.Errorf("Score: %+v, want at least the 20 latents of the fine model sketched and the corrupt one skipped", sc)
+	}
+}
+
+// A retrained classifier is promoted only by a scoring pass that has scored every latent with it: while the pass
+// fails, queries by attribute keep reading the old version's complete scores and the new version waits, pending;
+// the next pass that gets through promotes it and prunes the old version's scores.
+func TestPromotionWaitsForScores(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	const n, d, k = 300, 8, 2
+	w := seedWorld(t, st, "synth", n, d, k, 3)
+	w.label(t, st, 0, 60)
+	r, err := NewRunner(st, nil, testConfig(), Options{ID: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := r.Train(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range sum.Results {
+		if res.Version != 1 || !res.Promoted || res.Pending {
+			t.Errorf("first training of %s: %+v, want version 1 promoted by its scoring pass", res.Attribute, res)
+		}
+	}
+	if sum.Scored == nil || sum.Scored.Promoted != k || sum.Scored.Scores != n*k {
+		t.Errorf("first training's scoring pass: %+v, want %d scores and %d promotions", sum.Scored, n*k, k)
+	}
+
+	// Scoring passes now fail after their first page (the database refusing the second, say).
+	pages := 0
+	r.beforeWrite = func(string) error {
+		if pages++; pages > 1 {
+			return errors.New("page refused")
+		}
+		return nil
+	}
+	w.label(t, st, 60, 120)
+	sum, err = r.Train(ctx, "")
+	if err == nil {
+		t.Fatal("training with a failing scoring pass: no error")
+	}
+	for _, res := range sum.Results {
+		if res.Action != "trained" || res.Version != 2 || res.Promoted || !res.Pending ||
+			!strings.Contains(res.Reason, "not promoted yet") {
+			t.Errorf("second training of %s: %+v, want version 2 trained and pending, saying why", res.Attribute, res)
+		}
+		hist, err := st.ClassifierHistory(ctx, w.model, res.Attribute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(hist) != 2 || !hist[0].Pending || hist[0].Promoted || !hist[1].Promoted || hist[1].Pending {
+			t.Errorf("%s: history %+v, want v2 pending and v1 still promoted", res.Attribute, hist)
+		}
+		// Queries read v1 and its score for every latent, not v2's first page.
+		got, err := st.LatentsByAttribute(ctx, w.model, res.Attribute, 0, 10*n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n {
+			t.Errorf("%s: a query by attribute sees %d scored latents while v2 is pending, want v1's %d", res.Attribute, len(got), n)
+		}
+	}
+	// Training again changes nothing but still tries the pass; it fails the same way and v2 stays pending.
+	pages = 0
+	sum, err = r.Train(ctx, "")
+	if err == nil || len(sum.Results) != k || sum.Results[0].Action != "unchanged" || !sum.Results[0].Pending {
+		t.Errorf("training again: %+v, %v; want unchanged, still pending, and the pass's error", sum.Results, err)
+	}
+
+	// The next pass that gets through promotes v2 and prunes v1's scores.
+	r.beforeWrite = nil
+	sc, err := r.Score(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Promoted != k || sc.Pruned != n*k {
+		t.Errorf("scoring pass after the fix: %+v, want %d promotions and v1's %d scores pruned", sc, k, n*k)
+	}
+	for _, attr := range w.names {
+		hist, err := st.ClassifierHistory(ctx, w.model, attr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hist[0].Promoted || hist[0].Pending || hist[1].Promoted {
+			t.Errorf("%s after the pass: v2 promoted %v pending %v, v1 promoted %v; want v2 alone promoted", attr,
+				hist[0].Promoted, hist[0].Pending, hist[1].Promoted)
+		}
+		got, err := st.LatentsByAttribute(ctx, w.model, attr, 0, 10*n)
+		if err != nil || len(got) != n {
+			t.Errorf("%s: %d latents scored by v2 (%v), want %d", attr, len(got), err, n)
+		}
 	}
 }

@@ -230,16 +230,23 @@ type ClassifierVersion struct {
 	Mean, Std []float32 // per-dimension z_sem normalisation; nil when not recorded
 	Pattern   []float32 // the direction manipulation moves along (diffae.Classifier.Pattern); nil when not recorded
 	TrainedOn string    // LabelSet.Fingerprint of the training data
+	// Pending: chosen to replace the promoted version once a scoring pass has scored every latent with it
+	// (PromotePending); never together with Promoted.
+	Pending bool
 }
 
 // AddClassifierVersion stores c as the next version for its model and attribute. If c.Promoted, it replaces the
-// promoted version in the same transaction. It returns the stored row (id, version, time filled in).
+// promoted version in the same transaction; if c.Pending, it replaces any pending version (the promoted one stays
+// until PromotePending). It returns the stored row (id, version, time filled in).
 func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (ClassifierVersion, error) {
 	if err := schema.CheckName(c.Attribute); err != nil {
 		return c, fmt.Errorf("store: add classifier: attribute: %w", err)
 	}
 	if (c.Mean == nil) != (c.Std == nil) {
 		return c, fmt.Errorf("store: add classifier (model %s, attribute %s): mean and std must both be set or both nil", c.ModelID, c.Attribute)
+	}
+	if c.Promoted && c.Pending {
+		return c, fmt.Errorf("store: add classifier (model %s, attribute %s): promoted and pending at once", c.ModelID, c.Attribute)
 	}
 	if c.Metrics == nil {
 		c.Metrics = json.RawMessage("{}")
@@ -249,17 +256,17 @@ func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, c.ModelID); err != nil {
 			return err
 		}
-		if c.Promoted {
-			if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false WHERE model_id = $1 AND attribute = $2 AND promoted`,
-				c.ModelID, c.Attribute); err != nil {
+		if c.Promoted || c.Pending {
+			if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false, pending = false
+WHERE model_id = $1 AND attribute = $2 AND (promoted AND $3 OR pending)`, c.ModelID, c.Attribute, c.Promoted); err != nil {
 				return err
 			}
 		}
 		return tx.QueryRow(ctx, `
-INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted, z_mean, z_std, trained_on, pattern)
-SELECT $1, $2, $3, COALESCE(max(version), 0) + 1, $4, $5, $6, $7, $8, $9, $10, $11 FROM classifiers WHERE model_id = $1 AND attribute = $3
+INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted, z_mean, z_std, trained_on, pattern, pending)
+SELECT $1, $2, $3, COALESCE(max(version), 0) + 1, $4, $5, $6, $7, $8, $9, $10, $11, $12 FROM classifiers WHERE model_id = $1 AND attribute = $3
 RETURNING id, version, trained_at`, c.ModelID, len(c.Weights), c.Attribute, c.Weights, c.Bias, c.Metrics, c.Promoted,
-			c.Mean, c.Std, c.TrainedOn, c.Pattern).Scan(&c.ID, &c.Version, &c.TrainedAt)
+			c.Mean, c.Std, c.TrainedOn, c.Pattern, c.Pending).Scan(&c.ID, &c.Version, &c.TrainedAt)
 	})
 	if err != nil {
 		return c, fmt.Errorf("store: add classifier (model %s, attribute %s): %w", c.ModelID, c.Attribute, err)
@@ -267,12 +274,12 @@ RETURNING id, version, trained_at`, c.ModelID, len(c.Weights), c.Attribute, c.We
 	return c, nil
 }
 
-const classifierColumns = `id, model_id, attribute, version, weights, bias, metrics, promoted, trained_at, z_mean, z_std, trained_on, pattern`
+const classifierColumns = `id, model_id, attribute, version, weights, bias, metrics, promoted, trained_at, z_mean, z_std, trained_on, pattern, pending`
 
 func scanClassifier(r pgx.Row) (ClassifierVersion, error) {
 	var c ClassifierVersion
 	err := r.Scan(&c.ID, &c.ModelID, &c.Attribute, &c.Version, &c.Weights, &c.Bias, &c.Metrics, &c.Promoted, &c.TrainedAt,
-		&c.Mean, &c.Std, &c.TrainedOn, &c.Pattern)
+		&c.Mean, &c.Std, &c.TrainedOn, &c.Pattern, &c.Pending)
 	return c, err
 }
 
@@ -303,6 +310,48 @@ WHERE promoted AND ($1 = '' OR model_id = $1) ORDER BY model_id, attribute`, mod
 		return nil, fmt.Errorf("store: promoted classifiers of model %q: %w", modelID, err)
 	}
 	return cs, nil
+}
+
+// ClassifiersToScore lists a model's promoted and pending classifiers, by attribute and version: the ones a
+// scoring pass scores every latent with.
+func (s *Store) ClassifiersToScore(ctx context.Context, modelID string) ([]ClassifierVersion, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+classifierColumns+` FROM classifiers
+WHERE (promoted OR pending) AND model_id = $1 ORDER BY attribute, version`, modelID)
+	if err != nil {
+		return nil, fmt.Errorf("store: classifiers to score of model %s: %w", modelID, err)
+	}
+	cs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ClassifierVersion, error) { return scanClassifier(r) })
+	if err != nil {
+		return nil, fmt.Errorf("store: classifiers to score of model %s: %w", modelID, err)
+	}
+	return cs, nil
+}
+
+// PromotePending promotes those of the given classifiers that are still pending, each replacing its attribute's
+// promoted version, all in one transaction, and returns how many it promoted. A scoring pass calls it once every
+// latent it saw has a score from each of them.
+func (s *Store) PromotePending(ctx context.Context, modelID string, ids []int64) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	var n int
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		n = 0
+		if _, err := tx.Exec(ctx, `
+UPDATE classifiers o SET promoted = false FROM classifiers p
+WHERE p.id = ANY ($2) AND p.pending AND p.model_id = $1 AND o.model_id = p.model_id AND o.attribute = p.attribute AND o.promoted`,
+			modelID, ids); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = true, pending = false WHERE id = ANY ($2) AND pending AND model_id = $1`,
+			modelID, ids)
+		n = int(tag.RowsAffected())
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: promote pending classifiers of model %s: %w", modelID, err)
+	}
+	return n, nil
 }
 
 // PromotedClassifierVersion returns the promoted classifier of one attribute of a model with its normalisation.
@@ -415,18 +464,19 @@ ON CONFLICT (latent_id) DO UPDATE SET sketch = EXCLUDED.sketch, norm = EXCLUDED.
 	return nil
 }
 
-// PruneScores deletes the scores of a model's classifiers that are no longer promoted, for attributes whose
-// promoted classifier has scored every latent of the model; the classifiers themselves stay, as history. It
-// returns how many scores it deleted.
+// PruneScores deletes the scores of a model's classifiers that are no longer promoted (pending ones keep theirs),
+// for attributes whose promoted classifier has scored every latent a scoring pass has taken (every latent with a
+// sketch: a pass writes a latent's sketch with its scores, and skips corrupt latents); the classifiers themselves
+// stay, as history. It returns how many scores it deleted.
 func (s *Store) PruneScores(ctx context.Context, modelID string) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `
 WITH done AS (
     SELECT p.attribute FROM classifiers p
     WHERE p.model_id = $1 AND p.promoted
-      AND (SELECT count(*) FROM attribute_scores s WHERE s.classifier_id = p.id) >= (SELECT count(*) FROM latents WHERE model_id = $1)
+      AND (SELECT count(*) FROM attribute_scores s WHERE s.classifier_id = p.id) >= (SELECT count(*) FROM latent_sketches WHERE model_id = $1)
 )
 DELETE FROM attribute_scores s USING classifiers c
-WHERE s.classifier_id = c.id AND c.model_id = $1 AND NOT c.promoted AND c.attribute IN (SELECT attribute FROM done)`, modelID)
+WHERE s.classifier_id = c.id AND c.model_id = $1 AND NOT c.promoted AND NOT c.pending AND c.attribute IN (SELECT attribute FROM done)`, modelID)
 	if err != nil {
 		return 0, fmt.Errorf("store: prune scores of model %s: %w", modelID, err)
 	}

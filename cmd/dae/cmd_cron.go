@@ -328,9 +328,16 @@ func cronClassifiers(ctx context.Context, args []string) error {
 		return err
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "VERSION\tPROMOTED\tTRAINED\tMETRICS")
+	fmt.Fprintln(w, "VERSION\tSTATE\tTRAINED\tMETRICS")
 	for _, c := range hist {
-		fmt.Fprintf(w, "v%d\t%v\t%s\t%s\n", c.Version, c.Promoted, c.TrainedAt.Local().Format("2006-01-02 15:04:05"), c.Metrics)
+		state := "-"
+		switch {
+		case c.Promoted:
+			state = "promoted"
+		case c.Pending:
+			state = "pending" // chosen, waiting for a scoring pass to score every latent with it
+		}
+		fmt.Fprintf(w, "v%d\t%s\t%s\t%s\n", c.Version, state, c.TrainedAt.Local().Format("2006-01-02 15:04:05"), c.Metrics)
 	}
 	return w.Flush()
 }
