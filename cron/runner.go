@@ -415,7 +415,7 @@ func labelsOf(ls []store.LatentZ) []bool {
 // ScoreSummary is the outcome of a scoring pass.
 type ScoreSummary struct {
 	Models   int   `json:"models"`
-	Latents  int   `json:"latents"`  // latents scored or sketched
+	Latents  int   `json:"latents"`  // latents given a score or a sketch they lacked
 	Scores   int   `json:"scores"`   // scores written
 	Sketches int   `json:"sketches"` // sketches written
 	Pruned   int64 `json:"pruned"`   // scores of superseded classifier versions deleted
@@ -494,6 +494,7 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 		}
 		scores := make([]store.Score, 0, len(page)*len(cs))
 		sketches := make([]store.Sketch, 0, len(page))
+		took := 0
 		for _, l := range page {
 			if !finite(l.ZSem) {
 				// A corrupt latent gets no score and no sketch (queries never return it) and does not hold up the
@@ -502,15 +503,21 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 				sum.Skipped++
 				continue
 			}
+			took++
 			for i, c := range cs {
+				if slices.Contains(l.ScoredBy, ids[i]) {
+					continue // scored by an earlier pass: versions never change
+				}
 				if len(l.ZSem) != c.Dim() {
 					return sum, fmt.Errorf("latent %d of model %s: z_sem of %d values, classifier %s wants %d",
 						l.ID, model, len(l.ZSem), c.Attribute, c.Dim())
 				}
 				scores = append(scores, store.Score{LatentID: l.ID, ClassifierID: ids[i], Score: float32(c.Prob(l.ZSem))})
 			}
-			bits, norm := r.sketch(l.ZSem)
-			sketches = append(sketches, store.Sketch{LatentID: l.ID, ModelID: model, Bits: bits, Norm: norm})
+			if !l.Sketched {
+				bits, norm := r.sketch(l.ZSem)
+				sketches = append(sketches, store.Sketch{LatentID: l.ID, ModelID: model, Bits: bits, Norm: norm})
+			}
 		}
 		if r.beforeWrite != nil {
 			if err := r.beforeWrite(model); err != nil {
@@ -520,7 +527,7 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 		if err := r.st.WriteScoresAndSketches(ctx, scores, sketches); err != nil {
 			return sum, err
 		}
-		sum.Latents += len(sketches)
+		sum.Latents += took
 		sum.Scores += len(scores)
 		sum.Sketches += len(sketches)
 		after = page[len(page)-1].ID

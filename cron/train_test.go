@@ -146,6 +146,12 @@ func TestTrainAndScore(t *testing.T) {
 		}
 	}
 
+	// The new versions' pass wrote their scores and nothing the latents had already.
+	if sum.Scored == nil || sum.Scored.Scores != n*k || sum.Scored.Sketches != 0 || sum.Scored.Promoted != k {
+		t.Errorf("second training's scoring pass: %+v, want %d scores of the new versions, no sketches, %d promotions",
+			sum.Scored, n*k, k)
+	}
+
 	// New latents are scored, and only they.
 	w.add(t, st, 50, 2)
 	sc, err = r.Score(ctx, "")

@@ -380,22 +380,38 @@ func (s *Store) ModelsWithLatents(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
+// UnscoredLatent is a latent a scoring pass has work for: the classifiers (of those asked about) that have already
+// scored it, and whether it has a sketch.
+type UnscoredLatent struct {
+	LatentZ
+	ScoredBy []int64
+	Sketched bool
+}
+
 // UnscoredLatents returns up to limit of the model's latents with id > after, in id order, that lack a score from
-// at least one of the classifiers or lack a sketch: the next page of an incremental scoring pass.
-func (s *Store) UnscoredLatents(ctx context.Context, modelID string, classifierIDs []int64, after int64, limit int) ([]LatentZ, error) {
+// at least one of the classifiers or lack a sketch, with what they have: the next page of an incremental scoring
+// pass, which then computes and writes only what is missing.
+func (s *Store) UnscoredLatents(ctx context.Context, modelID string, classifierIDs []int64, after int64, limit int) ([]UnscoredLatent, error) {
 	if classifierIDs == nil {
 		classifierIDs = []int64{}
 	}
 	rows, err := s.pool.Query(ctx, `
-SELECT l.id, l.image_hash, l.z_sem, false FROM latents l
+SELECT l.id, l.image_hash, l.z_sem, sc.ids, EXISTS (SELECT 1 FROM latent_sketches k WHERE k.latent_id = l.id)
+FROM latents l
+CROSS JOIN LATERAL (SELECT COALESCE(array_agg(s.classifier_id), '{}') AS ids FROM attribute_scores s
+                    WHERE s.latent_id = l.id AND s.classifier_id = ANY ($2)) sc
 WHERE l.model_id = $1 AND l.id > $3
   AND (NOT EXISTS (SELECT 1 FROM latent_sketches k WHERE k.latent_id = l.id)
-       OR (SELECT count(*) FROM attribute_scores s WHERE s.latent_id = l.id AND s.classifier_id = ANY ($2)) < cardinality($2::bigint[]))
+       OR cardinality(sc.ids) < cardinality($2::bigint[]))
 ORDER BY l.id LIMIT $4`, modelID, classifierIDs, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: unscored latents of model %s after %d: %w", modelID, after, err)
 	}
-	ls, err := collectLatentZ(rows)
+	ls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (UnscoredLatent, error) {
+		var l UnscoredLatent
+		err := r.Scan(&l.ID, &l.ImageHash, &l.ZSem, &l.ScoredBy, &l.Sketched)
+		return l, err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: unscored latents of model %s after %d: %w", modelID, after, err)
 	}
