@@ -1,7 +1,10 @@
 package store
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
@@ -67,5 +70,33 @@ func (s *Store) Ping(ctx context.Context) error {
 	if _, err := s.s3.ListBuckets(ctx); err != nil {
 		return fmt.Errorf("store: s3 at %s: %w", s.cfg.S3Endpoint, err)
 	}
+	return nil
+}
+
+// ProbeWrites checks that Postgres and the object store accept writes, which Ping does not: a read-only Postgres
+// (a standby, or default_transaction_read_only) and an object store that has lost its write quorum answer pings
+// and refuse every job's writes. Postgres is asked to run an UPDATE, matching no row, in a transaction that is
+// rolled back (a read-only server refuses the statement itself); the object store to store and delete a small
+// object under .probe/ in the outputs bucket.
+func (s *Store) ProbeWrites(ctx context.Context) error {
+	tx, err := s.pool.Begin(ctx)
+	if err == nil {
+		_, err = tx.Exec(ctx, `UPDATE models SET id = id WHERE false`)
+		_ = tx.Rollback(ctx)
+	}
+	if err != nil {
+		c := s.pool.Config().ConnConfig
+		return fmt.Errorf("store: postgres at %s:%d refuses writes: %w", c.Host, c.Port, err)
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	key := ".probe/" + hex.EncodeToString(b)
+	if _, err := s.s3.PutObject(ctx, s.cfg.BucketOutputs, key, bytes.NewReader(b), int64(len(b)),
+		minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
+		return fmt.Errorf("store: s3 at %s refuses writes to bucket %s: %w", s.cfg.S3Endpoint, s.cfg.BucketOutputs, err)
+	}
+	_ = s.s3.RemoveObject(ctx, s.cfg.BucketOutputs, key, minio.RemoveObjectOptions{}) // a leftover is harmless
 	return nil
 }

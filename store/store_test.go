@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,7 +87,12 @@ func freshDB(tb testing.TB) Config {
 // openFresh opens a store on a fresh, migrated database.
 func openFresh(tb testing.TB) *Store {
 	tb.Helper()
-	cfg := freshDB(tb)
+	return openOn(tb, freshDB(tb))
+}
+
+// openOn opens a store on cfg (from freshDB) and migrates it.
+func openOn(tb testing.TB, cfg Config) *Store {
+	tb.Helper()
 	ctx := context.Background()
 	s, err := Open(ctx, cfg)
 	if err != nil {
@@ -348,5 +354,61 @@ func TestObjectsRoundTrip(t *testing.T) {
 		if _, err := s.PutObject(ctx, bucket, bad, data, "image/png"); err == nil {
 			t.Errorf("PutObject accepted key %q", bad)
 		}
+	}
+}
+
+// ProbeWrites sees what Ping cannot: a Postgres that answers but refuses writes (here a database whose sessions are
+// read-only, as on a standby), and an outputs bucket that is not there to take a write.
+func TestProbeWritesSeesReadOnlyStore(t *testing.T) {
+	cfg := freshDB(t)
+	ctx := context.Background()
+	s := openOn(t, cfg)
+	if err := s.EnsureBuckets(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ProbeWrites(ctx); err != nil {
+		t.Fatalf("probe of a healthy store: %v", err)
+	}
+	// The probe leaves nothing behind: the bucket is empty and can be removed.
+	if err := s.s3.RemoveBucket(ctx, cfg.BucketOutputs); err != nil {
+		t.Errorf("remove bucket %s after the probe: %v", cfg.BucketOutputs, err)
+	}
+	pc, err := pgx.ParseConfig(cfg.PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, stackConfig(t).PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// The name is ours (hex); ALTER DATABASE takes no bind parameters.
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pc.Database+" SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := Open(ctx, cfg) // new connections take the setting
+	if err != nil {
+		t.Fatalf("open: %v (Ping should pass on a read-only database)", err)
+	}
+	defer ro.Close()
+	if err := ro.Ping(ctx); err != nil {
+		t.Fatalf("ping of the read-only database: %v", err)
+	}
+	if err := ro.ProbeWrites(ctx); err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("probe of the read-only database: %v, want a refusal naming read-only", err)
+	}
+
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+pc.Database+" RESET default_transaction_read_only"); err != nil {
+		t.Fatal(err)
+	}
+	noBucket := cfg
+	noBucket.BucketOutputs = "dae-test-" + randomHex(t, 6) // never made
+	nb, err := Open(ctx, noBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.Close()
+	if err := nb.ProbeWrites(ctx); err == nil || !strings.Contains(err.Error(), noBucket.BucketOutputs) {
+		t.Errorf("probe with a missing outputs bucket: %v, want a refusal naming the bucket", err)
 	}
 }

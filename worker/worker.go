@@ -543,12 +543,17 @@ func (w *Worker) retry(ctx context.Context, t *task, err error) {
 	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeRetried).Inc()
 }
 
-// waitHealthy returns once Postgres and the object store answer (or ctx ends).
+// waitHealthy returns once Postgres and the object store answer and accept writes (or ctx ends).
 func (w *Worker) waitHealthy(ctx context.Context) {
 	delay := 100 * time.Millisecond
 	for i := 0; ctx.Err() == nil; i++ {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := w.st.Ping(pctx)
+		if err == nil {
+			// A store that answers but refuses writes (read-only Postgres, object store without write quorum)
+			// would fail every job again: keep waiting rather than spend their deliveries.
+			err = w.st.ProbeWrites(pctx)
+		}
 		cancel()
 		if err == nil {
 			if i > 0 {

@@ -841,3 +841,56 @@ func TestRefusedJobFailsAlone(t *testing.T) {
 	}
 	checkEncodedOnce(t, e, batch, n)
 }
+
+// A database that answers but refuses writes (a read-only server, as a standby or a failover in progress) makes
+// every job fail transiently; the worker then waits for a probe write to pass instead of spending the jobs'
+// deliveries, so the batch finishes once writes are accepted again rather than going to the dead-letter stream.
+func TestReadOnlyDatabaseJobsWait(t *testing.T) {
+	e := newEnv(t)
+	const n = 6
+	dir := e.fashion(t, n)
+	batch := "readonly-" + randomHex(t, 3)
+	enqueue(t, e, dir, batch)
+
+	pc, err := pgx.ParseConfig(e.cfg.PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := pc.Database
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, e.cfg.PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(ctx)
+	// The names are ours (hex); ALTER DATABASE takes no bind parameters. Sessions opened from now on are read-only.
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+db+" SET default_transaction_read_only = on"); err != nil {
+		t.Fatal(err)
+	}
+	wcfg := e.cfg
+	wcfg.PGURL += "&application_name=dae_readonly_worker"
+	e.startWorker(t, e.open(t, wcfg), func(c *Config) { c.Backoff, c.MaxBackoff = 50*time.Millisecond, 200*time.Millisecond })
+
+	// Without the probe, five deliveries 50, 100, 200, 200 ms apart would send every job to the dead-letter stream
+	// within a second or two.
+	time.Sleep(4 * time.Second)
+	if got := e.query(t, `SELECT count(*) FROM jobs WHERE batch_id = $1 AND state IN ('done', 'dead', 'failed')`, batch); got != 0 {
+		t.Fatalf("%d jobs settled while the database refused writes, want 0 (waiting)", got)
+	}
+	attempts := e.query(t, `SELECT COALESCE(max(attempts), 0) FROM jobs WHERE batch_id = $1`, batch)
+
+	// Writes accepted again (the worker's sessions were opened read-only: end them, as a failover would).
+	if _, err := admin.Exec(ctx, "ALTER DATABASE "+db+" RESET default_transaction_read_only"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+WHERE datname = $1 AND application_name = 'dae_readonly_worker'`, db); err != nil {
+		t.Fatal(err)
+	}
+	s := e.waitBatch(t, batch, n, 2*time.Minute)
+	if s.Counts[store.StateDone] != n {
+		t.Fatalf("batch after writes came back: %v, want %d done", s.Counts, n)
+	}
+	checkEncodedOnce(t, e, batch, n)
+	t.Logf("%d jobs done; at most %d recorded attempts while read-only", n, attempts)
+}
