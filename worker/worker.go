@@ -415,10 +415,7 @@ func (w *Worker) invalid(ctx context.Context, t *task, perr error) {
 		err := w.st.FinishJob(ctx, key, store.StateFailed, perr.Error())
 		if err == nil {
 			w.log.Warn("job message not readable", "kind", t.kind, "job", key, "reason", perr)
-			if err := t.msg.Term(); err != nil {
-				w.log.Warn("term failed", "job", key, "err", err)
-			}
-			w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+			w.terminate(t, OutcomeFailed)
 			return
 		}
 		if !store.IsNotFound(err) {
@@ -444,10 +441,15 @@ func (w *Worker) invalid(ctx context.Context, t *task, perr error) {
 		return
 	}
 	w.log.Warn("invalid job message", "kind", t.kind, "key", t.key, "reason", perr)
+	w.terminate(t, OutcomeFailed)
+}
+
+// terminate ends a settled job's message (no redelivery) and counts the outcome.
+func (w *Worker) terminate(t *task, outcome string) {
 	if err := t.msg.Term(); err != nil {
 		w.log.Warn("term failed", "job", t.key, "err", err)
 	}
-	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+	w.metrics.Jobs.WithLabelValues(string(t.kind), outcome).Inc()
 }
 
 // permanentError marks an error that retrying cannot fix.
@@ -494,10 +496,7 @@ func (w *Worker) fail(ctx context.Context, t *task, err error) {
 		return
 	}
 	w.log.Warn("job failed", "kind", t.kind, "job", t.key, "reason", err)
-	if terr := t.msg.Term(); terr != nil {
-		w.log.Warn("term failed", "job", t.key, "err", terr)
-	}
-	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeFailed).Inc()
+	w.terminate(t, OutcomeFailed)
 }
 
 // release gives an unfinished job back at shutdown, to be redelivered at once to another worker.
@@ -604,10 +603,7 @@ func (w *Worker) deadLetter(ctx context.Context, t *task, n uint64, reason error
 		return
 	}
 	w.log.Error("job is dead", "kind", t.kind, "job", t.key, "reason", reason)
-	if err := t.msg.Term(); err != nil {
-		w.log.Warn("term failed", "job", t.key, "err", err)
-	}
-	w.metrics.Jobs.WithLabelValues(string(t.kind), OutcomeDead).Inc()
+	w.terminate(t, OutcomeDead)
 }
 
 // recordDead marks the jobs of dead letters dead in SQL, retrying while the database is away.
