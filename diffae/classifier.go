@@ -1,6 +1,7 @@
 package diffae
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -103,6 +104,9 @@ type ClassifierOptions struct {
 	// HoldOut is the share of codes (stratified by label) kept out of training to measure AUROC and accuracy;
 	// 0 means train on everything and leave the metrics empty.
 	HoldOut float64
+	// Ctx, if set, is checked between epochs: training stops with its error once it is done (a scheduler
+	// shutting down need not wait for a long training to finish).
+	Ctx context.Context
 }
 
 // DefaultClassifierL2 is ClassifierOptions.L2 when none is given.
@@ -227,6 +231,9 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 	}
 	step := 0
 	for range o.Epochs {
+		if o.Ctx != nil && o.Ctx.Err() != nil {
+			return nil, fmt.Errorf("classifier %q: %w", attribute, o.Ctx.Err())
+		}
 		order := epochOrder(trPos, trNeg, o.PU, rng)
 		for lo := 0; lo < len(order); lo += o.Batch {
 			batch := order[lo:min(lo+o.Batch, len(order))]

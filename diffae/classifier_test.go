@@ -1,6 +1,7 @@
 package diffae
 
 import (
+	"context"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -113,6 +114,12 @@ func TestTrainClassifierErrors(t *testing.T) {
 		if _, err := TrainClassifier("x", tc.z, tc.d, tc.labels, tc.o, nil, nil); err == nil {
 			t.Errorf("%s: no error", tc.name)
 		}
+	}
+	// A done context stops training before its first epoch, with the context's error.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := TrainClassifier("x", z, 2, []bool{true, false, true, false}, ClassifierOptions{Ctx: ctx}, nil, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v, want context.Canceled", err)
 	}
 }
 
