@@ -110,6 +110,40 @@ ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, rea
 	return nil
 }
 
+// RecordDeadJob records a dead letter whose job has no row (published past the producer, say) as a dead job with
+// its reason, so that it shows in SQL and `dae retry --dead` can send it again: msg, the job's message, is kept as
+// its payload when it is a JSON object, else as {"raw": …} like FailInvalidJob. The batch is taken when it names a
+// known batch. Recording the same key twice keeps the first row.
+func (s *Store) RecordDeadJob(ctx context.Context, kind schema.Kind, dedupKey string, msg []byte, batch, reason string) error {
+	if !kind.Valid() {
+		return fmt.Errorf("store: record dead job %s: unknown kind %q", dedupKey, kind)
+	}
+	if reason == "" {
+		return fmt.Errorf("store: record dead job %s: empty reason", dedupKey)
+	}
+	payload := msg
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(msg, &obj) != nil {
+		const maxRaw = 4096
+		raw := msg
+		if len(raw) > maxRaw {
+			raw = raw[:maxRaw]
+		}
+		var err error
+		if payload, err = json.Marshal(map[string]string{"raw": strings.ToValidUTF8(string(raw), "\uFFFD")}); err != nil {
+			return fmt.Errorf("store: record dead job %s: %w", dedupKey, err)
+		}
+	}
+	_, err := s.pool.Exec(ctx, `
+INSERT INTO jobs (batch_id, kind, dedup_key, payload, state, attempts, last_error, started_at, finished_at)
+VALUES ((SELECT id FROM batches WHERE id = $1), $2, $3, $4, 'dead', 1, $5, now(), now())
+ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, reason)
+	if err != nil {
+		return fmt.Errorf("store: record dead job %s: %w", dedupKey, err)
+	}
+	return nil
+}
+
 // FailedJob is a job in state failed or dead, with the message it was published with.
 type FailedJob struct {
 	DedupKey string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -619,6 +620,28 @@ func (w *Worker) recordDead(ctx context.Context, dead jetstream.Consumer) {
 					reason = "dead letter without a reason"
 				}
 				err := w.st.FinishJob(ctx, key, store.StateDead, reason)
+				if store.IsNotFound(err) && key != "" {
+					// A job with no row (published past the producer): record it, dead, with its message.
+					kind := schema.Kind(strings.TrimPrefix(m.Subject(), schema.DeadSubject("")))
+					var hdr struct {
+						Batch string `json:"batch"`
+					}
+					_ = json.Unmarshal(m.Data(), &hdr) // best effort: to count it in its batch
+					if schema.CheckName(hdr.Batch) != nil {
+						hdr.Batch = ""
+					}
+					err = w.st.RecordDeadJob(ctx, kind, key, m.Data(), hdr.Batch, reason)
+					if err != nil && !store.IsRefused(err) && kind.Valid() {
+						w.log.Warn("dead letter not recorded yet", "job", key, "err", err)
+						_ = m.NakWithDelay(w.cfg.Backoff)
+						continue
+					}
+					if err != nil {
+						w.log.Error("dead letter cannot be recorded in SQL; it stays on the dead-letter stream", "job", key, "err", err)
+					}
+					_ = m.Ack()
+					continue
+				}
 				if err != nil && !store.IsNotFound(err) {
 					w.log.Warn("dead letter not recorded yet", "job", key, "err", err)
 					_ = m.NakWithDelay(w.cfg.Backoff)

@@ -28,6 +28,7 @@ import (
 	"dae/store"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -893,4 +894,40 @@ WHERE datname = $1 AND application_name = 'dae_readonly_worker'`, db); err != ni
 	}
 	checkEncodedOnce(t, e, batch, n)
 	t.Logf("%d jobs done; at most %d recorded attempts while read-only", n, attempts)
+}
+
+// A dead letter whose job has no row (published past the producer) is recorded dead in SQL with its message, so
+// that it shows with the batch's failures and `dae retry --dead` can send it again, instead of being acknowledged
+// and seen nowhere but the dead-letter stream.
+func TestDeadLetterWithoutRowIsRecorded(t *testing.T) {
+	e := newEnv(t)
+	batch := "ghost-" + randomHex(t, 3)
+	enqueue(t, e, e.fashion(t, 1), batch)
+	ghost := &schema.Encode{Header: schema.Header{Model: e.model, Batch: batch}, ImageHash: strings.Repeat("9a", 32)}
+	data, err := schema.Marshal(ghost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := nats.NewMsg(schema.DeadSubject(schema.KindEncode))
+	msg.Data = data
+	msg.Header.Set(HeaderJob, ghost.DedupKey())
+	msg.Header.Set(schema.HeaderError, "gave up after 5 deliveries: object store unavailable")
+	if _, err := e.js.PublishMsg(context.Background(), msg); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(t, e.st, nil)
+	s := e.waitBatch(t, batch, 2, time.Minute)
+	if s.Counts[store.StateDone] != 1 || s.Counts[store.StateDead] != 1 {
+		t.Fatalf("batch: %v, want the enqueued job done and the dead letter's job dead", s.Counts)
+	}
+	dead, err := e.st.FailedJobs(context.Background(), batch, true)
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("failed jobs of the batch: %+v, %v; want the dead letter's", dead, err)
+	}
+	var got schema.Encode
+	if dead[0].DedupKey != ghost.DedupKey() || dead[0].State != store.StateDead ||
+		!strings.Contains(dead[0].Error, "gave up after 5 deliveries") || json.Unmarshal(dead[0].Payload, &got) != nil ||
+		got.ImageHash != ghost.ImageHash {
+		t.Errorf("recorded %+v (payload %s), want the job dead with its reason and message", dead[0], dead[0].Payload)
+	}
 }
