@@ -1,12 +1,15 @@
-// Single-image attention products without OpenBLAS.
+// Single-image attention products, and 1×1 convolutions, without OpenBLAS.
 //
 // The attention block's matrices are small (t = 256 positions, c = 64…512 channels at 16×16) and arrive in the
 // layouts the convolutions leave, q, k, v each [c][t]. OpenBLAS packs both operands of every product and clears
 // its output before accumulating, which at these sizes costs about as much as the arithmetic. Here every product
-// is written as C[m][n] = α Σ_k A(m, k) B[k][n] with B's rows contiguous: a block of 8 rows × 32 columns of C stays
-// in 16 AVX-512 registers while k runs, each step loading two vectors of B's row k and broadcasting 8 values of A.
-// A is read in place through strides (am, ak), so q read as qᵀ needs no copy; the two products whose B would be a
-// column-major operand take a transposed copy of it instead (c×t floats against the t·t·c multiply-adds).
+// is written as C[m][n] = α Σ_k A(m, k) B[k][n]: B is first packed into panels of 32 columns, each read front to
+// back (pack_b; pack_bt when B is given transposed, through 16×16 register transposes), and a block of 8 rows × 32
+// columns of C stays in 16 AVX-512 registers while k runs, each step loading the panel's two vectors of row k and
+// broadcasting 8 values of A. A is read in place when its rows are contiguous, else 8 rows at a time are copied
+// side by side first (so q is read as qᵀ without a transpose). Products whose output the network wants transposed
+// are written to scratch and transposed (c·t floats against t·t·c multiply-adds). The same block serves 1×1
+// convolutions, with the bias and a residual added as it stores.
 #include <immintrin.h>
 #include "kernels.h"
 
