@@ -53,6 +53,11 @@ type TrainConfig struct {
 	Seed          uint64  `json:"seed,omitempty"`
 	// L2 is the classifiers' ridge penalty: 0 takes diffae.DefaultClassifierL2 (0.01), a negative value means none.
 	L2 float64 `json:"l2,omitempty"`
+	// PURetrainGrowth: a positive–unlabelled classifier whose labels have not changed is retrained for new latents
+	// (its unlabelled pool) only once the model's latent count has moved by more than this share since its last
+	// version, since each new version means a scoring pass over every latent. 0 takes the default 0.1; a negative
+	// value retrains on any change.
+	PURetrainGrowth float64 `json:"pu_retrain_growth,omitempty"`
 }
 
 // ScoreConfig controls scoring.
@@ -89,7 +94,7 @@ func DefaultConfig() Config {
 			{Name: "regenerate", Kind: KindRegenerate, Cron: "0 * * * *"},
 		},
 		Train: TrainConfig{Epochs: 20, MinSteps: 10000, LR: 1e-3, Batch: 64, HoldOut: 0.2, MinPositives: 5, MaxUnlabelled: 20000,
-			StatsSample: 20000, Seed: 1},
+			StatsSample: 20000, Seed: 1, PURetrainGrowth: 0.1},
 		Score: ScoreConfig{Page: 2000},
 	}
 }
@@ -146,6 +151,9 @@ func (c Config) withDefaults() Config {
 	}
 	if t.Seed == 0 {
 		t.Seed = d.Train.Seed
+	}
+	if t.PURetrainGrowth == 0 {
+		t.PURetrainGrowth = d.Train.PURetrainGrowth
 	}
 	if c.Score.Page == 0 {
 		c.Score.Page = d.Score.Page

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -246,6 +247,12 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 		res.Action, res.Version, res.Pending = "unchanged", hist[0].Version, hist[0].Pending
 		return res, nil
 	}
+	if pu && len(hist) > 0 && r.fewNewLatents(hist[0].TrainedOn, set.Fingerprint) {
+		res.Action, res.Version, res.Pending = "unchanged", hist[0].Version, hist[0].Pending
+		res.Reason = fmt.Sprintf("labels unchanged; the model's latents moved by less than %g of their count",
+			r.cfg.Train.PURetrainGrowth)
+		return res, nil
+	}
 	if set.Positives < r.cfg.Train.MinPositives {
 		res.Action, res.Reason = "skipped", fmt.Sprintf("%d positive labels, need %d", set.Positives, r.cfg.Train.MinPositives)
 		return res, nil
@@ -357,6 +364,25 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 		res.AUROC = auroc
 	}
 	return res, nil
+}
+
+// fewNewLatents reports whether a positive–unlabelled classifier trained on fingerprint old need not be retrained
+// for fingerprint cur: the same labels, and a latent count within Train.PURetrainGrowth of the old one (the
+// fingerprints end in "/n<count>/max<id>", store.LabelSets).
+func (r *Runner) fewNewLatents(old, cur string) bool {
+	g := r.cfg.Train.PURetrainGrowth
+	oi, ci := strings.LastIndex(old, "/n"), strings.LastIndex(cur, "/n")
+	if g < 0 || oi < 0 || ci < 0 || old[:oi] != cur[:ci] {
+		return false
+	}
+	var on, cn, omax, cmax int64
+	if _, err := fmt.Sscanf(old[oi:], "/n%d/max%d", &on, &omax); err != nil {
+		return false
+	}
+	if _, err := fmt.Sscanf(cur[ci:], "/n%d/max%d", &cn, &cmax); err != nil {
+		return false
+	}
+	return math.Abs(float64(cn-on)) <= g*float64(on)
 }
 
 // finite reports whether every value of z is finite.

@@ -208,14 +208,24 @@ func TestTrainPositiveUnlabelled(t *testing.T) {
 	if a := metrics.AUROC(scores, truth); len(hits) != len(w.hashes) || a < 0.95 {
 		t.Errorf("PU scores of %d latents (want %d): AUROC against the truth %.3f, want ≥ 0.95", len(hits), len(w.hashes), a)
 	}
-	// New latents change the unlabelled pool, so a PU classifier is retrained.
+	// A few new latents (10 on 600, under pu_retrain_growth's 10%) do not retrain it: a new version would mean a
+	// scoring pass over every latent.
 	w.add(t, st, 10, 4)
 	sum, err = r.Train(ctx, w.model)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if sum.Results[0].Action != "unchanged" || sum.Results[0].Version != 1 || sum.Scored != nil {
+		t.Errorf("PU after 10 new latents: %+v, scored %+v; want version 1 unchanged, nothing scored", sum.Results[0], sum.Scored)
+	}
+	// Enough of them change the unlabelled pool: a PU classifier is retrained.
+	w.add(t, st, 60, 5)
+	sum, err = r.Train(ctx, w.model)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if sum.Results[0].Action != "trained" || sum.Results[0].Version != 2 {
-		t.Errorf("PU after new latents: %+v, want version 2", sum.Results[0])
+		t.Errorf("PU after 70 new latents: %+v, want version 2", sum.Results[0])
 	}
 }
 
