@@ -301,6 +301,10 @@ func (r *Runner) trainOne(ctx context.Context, set store.LabelSet) (TrainResult,
 	epochs := max(t.Epochs, (t.MinSteps+perEpoch-1)/perEpoch)
 	c, err := diffae.TrainClassifier(set.Attribute, flatten(train, d), d, labelsOf(train),
 		diffae.ClassifierOptions{Epochs: epochs, LR: t.LR, Batch: t.Batch, L2: t.L2, PU: pu, Seed: t.Seed, Ctx: ctx}, mean, std)
+	if err == nil {
+		// A version the scoring pass could not use (a non-finite weight, say) would stay pending for ever.
+		err = c.Validate()
+	}
 	if err != nil {
 		return res, fmt.Errorf("train %s/%s: %w", set.ModelID, set.Attribute, err)
 	}

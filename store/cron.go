@@ -236,8 +236,9 @@ type ClassifierVersion struct {
 }
 
 // AddClassifierVersion stores c as the next version for its model and attribute. If c.Promoted, it replaces the
-// promoted version in the same transaction; if c.Pending, it replaces any pending version (the promoted one stays
-// until PromotePending). It returns the stored row (id, version, time filled in).
+// promoted version in the same transaction; if c.Pending, the promoted one stays until PromotePending. Either way
+// an older pending version stops being pending: a version trained on newer labels, promoted, pending or rejected,
+// supersedes it. It returns the stored row (id, version, time filled in).
 func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (ClassifierVersion, error) {
 	if err := schema.CheckName(c.Attribute); err != nil {
 		return c, fmt.Errorf("store: add classifier: attribute: %w", err)
@@ -256,11 +257,9 @@ func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (
 		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, c.ModelID); err != nil {
 			return err
 		}
-		if c.Promoted || c.Pending {
-			if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false, pending = false
+		if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false, pending = false
 WHERE model_id = $1 AND attribute = $2 AND (promoted AND $3 OR pending)`, c.ModelID, c.Attribute, c.Promoted); err != nil {
-				return err
-			}
+			return err
 		}
 		return tx.QueryRow(ctx, `
 INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted, z_mean, z_std, trained_on, pattern, pending)
@@ -337,6 +336,11 @@ func (s *Store) PromotePending(ctx context.Context, modelID string, ids []int64)
 	var n int
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		n = 0
+		// The model row's lock, as AddClassifierVersion takes it: a version added meanwhile cannot clear a pending
+		// flag between the demotion and the promotion below (which would leave no version promoted).
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, modelID); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `
 UPDATE classifiers o SET promoted = false FROM classifiers p
 WHERE p.id = ANY ($2) AND p.pending AND p.model_id = $1 AND o.model_id = p.model_id AND o.attribute = p.attribute AND o.promoted`,

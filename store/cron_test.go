@@ -225,3 +225,66 @@ func cosine(a, b []float32) float64 {
 	}
 	return ab / math.Sqrt(aa*bb)
 }
+
+// Pending versions: at most one per attribute, never promoted and pending at once; any newer version (promoted,
+// pending or rejected) supersedes a pending one; PromotePending swaps it in for the promoted one.
+func TestPendingClassifierVersions(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	const d = 4
+	if err := s.UpsertModel(ctx, Model{ID: "m1", ZDim: d}); err != nil {
+		t.Fatal(err)
+	}
+	add := func(promoted, pending bool) ClassifierVersion {
+		t.Helper()
+		c, err := s.AddClassifierVersion(ctx, ClassifierVersion{Classifier: Classifier{ModelID: "m1", Attribute: "round",
+			Weights: make([]float32, d), Promoted: promoted}, Pending: pending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	state := func() string {
+		t.Helper()
+		hist, err := s.ClassifierHistory(ctx, "m1", "round")
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for i := len(hist) - 1; i >= 0; i-- {
+			switch {
+			case hist[i].Promoted:
+				out += "P"
+			case hist[i].Pending:
+				out += "p"
+			default:
+				out += "-"
+			}
+		}
+		return out
+	}
+	if _, err := s.AddClassifierVersion(ctx, ClassifierVersion{Classifier: Classifier{ModelID: "m1", Attribute: "round",
+		Weights: make([]float32, d), Promoted: true}, Pending: true}); err == nil {
+		t.Error("a version promoted and pending at once: no error")
+	}
+	add(true, false)
+	v2 := add(false, true)
+	if got := state(); got != "Pp" {
+		t.Fatalf("after v1 promoted and v2 pending: %s, want Pp", got)
+	}
+	add(false, false) // v3, trained on newer labels and rejected: v2 is stale
+	if got := state(); got != "P--" {
+		t.Fatalf("after a rejected v3: %s, want P-- (v2 no longer pending)", got)
+	}
+	if n, err := s.PromotePending(ctx, "m1", []int64{v2.ID}); err != nil || n != 0 {
+		t.Fatalf("promoting the superseded v2: %d, %v; want nothing promoted", n, err)
+	}
+	v4 := add(false, true)
+	if n, err := s.PromotePending(ctx, "m1", []int64{v4.ID}); err != nil || n != 1 {
+		t.Fatalf("promoting v4: %d, %v; want 1", n, err)
+	}
+	if got := state(); got != "---P" {
+		t.Fatalf("after promoting v4: %s, want ---P", got)
+	}
+}

@@ -315,37 +315,14 @@ type Classifier struct {
 }
 
 // AddClassifier stores a newly trained classifier as the next version for its model and attribute; if c.Promoted,
-// it also becomes the promoted one (replacing the previous) in the same transaction. It returns the stored row.
+// it also becomes the promoted one (replacing the previous, and any pending version) in the same transaction. It
+// is AddClassifierVersion without a normalisation, pattern or fingerprint. It returns the stored row.
 func (s *Store) AddClassifier(ctx context.Context, c Classifier) (Classifier, error) {
-	if err := schema.CheckName(c.Attribute); err != nil {
-		return Classifier{}, fmt.Errorf("store: add classifier: attribute: %w", err)
-	}
-	metrics := c.Metrics
-	if metrics == nil {
-		metrics = json.RawMessage("{}")
-	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// The lock on the model row serialises version numbering per model.
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, c.ModelID); err != nil {
-			return err
-		}
-		if c.Promoted {
-			if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false WHERE model_id = $1 AND attribute = $2 AND promoted`,
-				c.ModelID, c.Attribute); err != nil {
-				return err
-			}
-		}
-		return tx.QueryRow(ctx, `
-INSERT INTO classifiers (model_id, z_dim, attribute, version, weights, bias, metrics, promoted)
-SELECT $1, $2, $3, COALESCE(max(version), 0) + 1, $4, $5, $6, $7 FROM classifiers WHERE model_id = $1 AND attribute = $3
-RETURNING id, version, trained_at`, c.ModelID, len(c.Weights), c.Attribute, c.Weights, c.Bias, metrics, c.Promoted).
-			Scan(&c.ID, &c.Version, &c.TrainedAt)
-	})
+	v, err := s.AddClassifierVersion(ctx, ClassifierVersion{Classifier: c})
 	if err != nil {
-		return Classifier{}, fmt.Errorf("store: add classifier (model %s, attribute %s): %w", c.ModelID, c.Attribute, err)
+		return Classifier{}, err
 	}
-	c.Metrics = metrics
-	return c, nil
+	return v.Classifier, nil
 }
 
 // PromotedClassifier reads the promoted classifier of a model's attribute. None matches ErrNotFound.

@@ -75,18 +75,17 @@ func (s *Store) Ping(ctx context.Context) error {
 
 // ProbeWrites checks that Postgres and the object store accept writes, which Ping does not: a read-only Postgres
 // (a standby, or default_transaction_read_only) and an object store that has lost its write quorum answer pings
-// and refuse every job's writes. Postgres is asked to run an UPDATE, matching no row, in a transaction that is
-// rolled back (a read-only server refuses the statement itself); the object store to store and delete a small
-// object under .probe/ in the outputs bucket.
+// and refuse every job's writes. Postgres is asked whether it is read-only (in recovery, or read-only
+// transactions by default), which needs no privilege; the object store to store and delete a small object under
+// .probe/ in the outputs bucket (a refusal for lack of permission counts as accepting: that is not an outage).
 func (s *Store) ProbeWrites(ctx context.Context) error {
-	tx, err := s.pool.Begin(ctx)
-	if err == nil {
-		_, err = tx.Exec(ctx, `UPDATE models SET id = id WHERE false`)
-		_ = tx.Rollback(ctx)
+	var ro bool
+	c := s.pool.Config().ConnConfig
+	if err := s.pool.QueryRow(ctx, `SELECT pg_is_in_recovery() OR current_setting('transaction_read_only')::bool`).Scan(&ro); err != nil {
+		return fmt.Errorf("store: postgres at %s:%d: %w", c.Host, c.Port, err)
 	}
-	if err != nil {
-		c := s.pool.Config().ConnConfig
-		return fmt.Errorf("store: postgres at %s:%d refuses writes: %w", c.Host, c.Port, err)
+	if ro {
+		return fmt.Errorf("store: postgres at %s:%d refuses writes: read-only (a standby, or default_transaction_read_only)", c.Host, c.Port)
 	}
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
@@ -95,6 +94,9 @@ func (s *Store) ProbeWrites(ctx context.Context) error {
 	key := ".probe/" + hex.EncodeToString(b)
 	if _, err := s.s3.PutObject(ctx, s.cfg.BucketOutputs, key, bytes.NewReader(b), int64(len(b)),
 		minio.PutObjectOptions{ContentType: "application/octet-stream"}); err != nil {
+		if minio.ToErrorResponse(err).Code == "AccessDenied" {
+			return nil // credentials without write access to this bucket (a worker that never writes there): not an outage
+		}
 		return fmt.Errorf("store: s3 at %s refuses writes to bucket %s: %w", s.cfg.S3Endpoint, s.cfg.BucketOutputs, err)
 	}
 	_ = s.s3.RemoveObject(ctx, s.cfg.BucketOutputs, key, minio.RemoveObjectOptions{}) // a leftover is harmless
