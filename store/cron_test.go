@@ -288,3 +288,27 @@ func TestPendingClassifierVersions(t *testing.T) {
 		t.Fatalf("after promoting v4: %s, want ---P", got)
 	}
 }
+
+// classifier_history shows the pending flag.
+func TestClassifierHistoryShowsPending(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	if err := s.UpsertModel(ctx, Model{ID: "m1", ZDim: 2}); err != nil {
+		t.Fatal(err)
+	}
+	for _, pending := range []bool{false, true} {
+		if _, err := s.AddClassifierVersion(ctx, ClassifierVersion{Classifier: Classifier{ModelID: "m1", Attribute: "a",
+			Weights: make([]float32, 2), Promoted: !pending}, Pending: pending}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got string
+	if err := s.pool.QueryRow(ctx, `SELECT string_agg(version || ':' || promoted || ':' || pending, ' ' ORDER BY version)
+FROM classifier_history WHERE model_id = 'm1'`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got != "1:true:false 2:false:true" {
+		t.Errorf("classifier_history: %q, want v1 promoted and v2 pending", got)
+	}
+}
