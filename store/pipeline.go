@@ -86,25 +86,7 @@ func (s *Store) JobID(ctx context.Context, dedupKey string) (int64, error) {
 // under "raw" (invalid UTF-8 is replaced). The batch is taken from the message when it names a known batch.
 // Recording the same key twice keeps the first row.
 func (s *Store) FailInvalidJob(ctx context.Context, kind schema.Kind, dedupKey string, raw []byte, batch, reason string) error {
-	if !kind.Valid() {
-		return fmt.Errorf("store: fail invalid job %s: unknown kind %q", dedupKey, kind)
-	}
-	if reason == "" {
-		return fmt.Errorf("store: fail invalid job %s: empty reason", dedupKey)
-	}
-	const maxRaw = 4096
-	if len(raw) > maxRaw {
-		raw = raw[:maxRaw]
-	}
-	payload, err := json.Marshal(map[string]string{"raw": strings.ToValidUTF8(string(raw), "\uFFFD")})
-	if err != nil {
-		return fmt.Errorf("store: fail invalid job %s: %w", dedupKey, err)
-	}
-	_, err = s.pool.Exec(ctx, `
-INSERT INTO jobs (batch_id, kind, dedup_key, payload, state, attempts, last_error, started_at, finished_at)
-VALUES ((SELECT id FROM batches WHERE id = $1), $2, $3, $4, 'failed', 1, $5, now(), now())
-ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, reason)
-	if err != nil {
+	if err := s.insertRowless(ctx, StateFailed, kind, dedupKey, rawPayload(raw), batch, reason); err != nil {
 		return fmt.Errorf("store: fail invalid job %s: %w", dedupKey, err)
 	}
 	return nil
@@ -115,33 +97,41 @@ ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, rea
 // its payload when it is a JSON object, else as {"raw": …} like FailInvalidJob. The batch is taken when it names a
 // known batch. Recording the same key twice keeps the first row.
 func (s *Store) RecordDeadJob(ctx context.Context, kind schema.Kind, dedupKey string, msg []byte, batch, reason string) error {
-	if !kind.Valid() {
-		return fmt.Errorf("store: record dead job %s: unknown kind %q", dedupKey, kind)
-	}
-	if reason == "" {
-		return fmt.Errorf("store: record dead job %s: empty reason", dedupKey)
-	}
 	payload := msg
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(msg, &obj) != nil {
-		const maxRaw = 4096
-		raw := msg
-		if len(raw) > maxRaw {
-			raw = raw[:maxRaw]
-		}
-		var err error
-		if payload, err = json.Marshal(map[string]string{"raw": strings.ToValidUTF8(string(raw), "\uFFFD")}); err != nil {
-			return fmt.Errorf("store: record dead job %s: %w", dedupKey, err)
-		}
+		payload = rawPayload(msg)
 	}
-	_, err := s.pool.Exec(ctx, `
-INSERT INTO jobs (batch_id, kind, dedup_key, payload, state, attempts, last_error, started_at, finished_at)
-VALUES ((SELECT id FROM batches WHERE id = $1), $2, $3, $4, 'dead', 1, $5, now(), now())
-ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, reason)
-	if err != nil {
+	if err := s.insertRowless(ctx, StateDead, kind, dedupKey, payload, batch, reason); err != nil {
 		return fmt.Errorf("store: record dead job %s: %w", dedupKey, err)
 	}
 	return nil
+}
+
+// rawPayload wraps bytes that are not a job message as {"raw": …} (at most 4096 bytes, invalid UTF-8 replaced).
+func rawPayload(raw []byte) []byte {
+	const maxRaw = 4096
+	if len(raw) > maxRaw {
+		raw = raw[:maxRaw]
+	}
+	b, _ := json.Marshal(map[string]string{"raw": strings.ToValidUTF8(string(raw), "\uFFFD")}) // a string always marshals
+	return b
+}
+
+// insertRowless inserts a finished job (state failed or dead) for a message that had no row, keeping any row the
+// key already has.
+func (s *Store) insertRowless(ctx context.Context, state string, kind schema.Kind, dedupKey string, payload []byte, batch, reason string) error {
+	if !kind.Valid() {
+		return fmt.Errorf("unknown kind %q", kind)
+	}
+	if reason == "" {
+		return errors.New("empty reason")
+	}
+	_, err := s.pool.Exec(ctx, `
+INSERT INTO jobs (batch_id, kind, dedup_key, payload, state, attempts, last_error, started_at, finished_at)
+VALUES ((SELECT id FROM batches WHERE id = $1), $2, $3, $4, $5, 1, $6, now(), now())
+ON CONFLICT (dedup_key) DO NOTHING`, batch, string(kind), dedupKey, payload, state, reason)
+	return err
 }
 
 // FailedJob is a job in state failed or dead, with the message it was published with.

@@ -599,6 +599,25 @@ func (d *CPU) LayerNormBackward(dx, dgamma, dbeta, dy, x, gamma, mean, rstd *Ten
 	}
 }
 
+// attnKernel runs image(i, scratch) for the n images over the cores when attn.c's kernels take c channels over t
+// positions here (reporting false, doing nothing, when they do not), counting the time as GEMM.
+func (d *CPU) attnKernel(n, c, t int, image func(i int, scratch *C.float)) bool {
+	if C.k_attn_ok(C.long(c), C.long(t)) == 0 {
+		return false
+	}
+	d.par(n, 1, func(lo, hi int) {
+		bufp := d.scratchBuf(int(C.k_attn_scratch_len(C.long(c), C.long(t))))
+		defer d.scratch.Put(bufp)
+		ps := (*C.float)(unsafe.Pointer(&(*bufp)[0]))
+		t0 := time.Now()
+		for i := lo; i < hi; i++ {
+			image(i, ps)
+		}
+		d.gemmNanos.Add(int64(time.Since(t0)))
+	})
+	return true
+}
+
 // AttentionCore computes single-head attention for n images from qkv [n, 3c, t] (q, k, v stacked on the channel
 // axis): w[i] = softmax(scale·q[i]ᵀk[i]) [t, t] and h[i] = v[i]·w[i]ᵀ [c, t]. Each image's three steps run back to
 // back on one core, so that its t×t weights are still in cache when the softmax and the second product read them
@@ -609,18 +628,9 @@ func (d *CPU) AttentionCore(h, w, qkv *Tensor, n, c, t int, scale float32) bool 
 	if n < d.threads {
 		return false
 	}
-	if C.k_attn_ok(C.long(c), C.long(t)) != 0 {
-		d.par(n, 1, func(lo, hi int) {
-			bufp := d.scratchBuf(int(C.k_attn_scratch_len(C.long(c), C.long(t))))
-			defer d.scratch.Put(bufp)
-			ps := (*C.float)(unsafe.Pointer(&(*bufp)[0]))
-			t0 := time.Now()
-			for i := lo; i < hi; i++ {
-				C.k_attn_fwd(ptrAt(h, i*c*t), ptrAt(w, i*t*t), ptrAt(qkv, i*3*c*t), C.long(c), C.long(t),
-					C.float(scale), ps)
-			}
-			d.gemmNanos.Add(int64(time.Since(t0)))
-		})
+	if d.attnKernel(n, c, t, func(i int, ps *C.float) {
+		C.k_attn_fwd(ptrAt(h, i*c*t), ptrAt(w, i*t*t), ptrAt(qkv, i*3*c*t), C.long(c), C.long(t), C.float(scale), ps)
+	}) {
 		return true
 	}
 	d.par(n, 1, func(lo, hi int) {
@@ -643,18 +653,10 @@ func (d *CPU) AttentionCoreBackward(dqkv, dw, dh, qkv, w *Tensor, n, c, t int, s
 	if n < d.threads {
 		return false
 	}
-	if C.k_attn_ok(C.long(c), C.long(t)) != 0 {
-		d.par(n, 1, func(lo, hi int) {
-			bufp := d.scratchBuf(int(C.k_attn_scratch_len(C.long(c), C.long(t))))
-			defer d.scratch.Put(bufp)
-			ps := (*C.float)(unsafe.Pointer(&(*bufp)[0]))
-			t0 := time.Now()
-			for i := lo; i < hi; i++ {
-				C.k_attn_bwd(ptrAt(dqkv, i*3*c*t), ptrAt(dw, i*t*t), ptrAt(dh, i*c*t), ptrAt(qkv, i*3*c*t),
-					ptrAt(w, i*t*t), C.long(c), C.long(t), C.float(scale), ps)
-			}
-			d.gemmNanos.Add(int64(time.Since(t0)))
-		})
+	if d.attnKernel(n, c, t, func(i int, ps *C.float) {
+		C.k_attn_bwd(ptrAt(dqkv, i*3*c*t), ptrAt(dw, i*t*t), ptrAt(dh, i*c*t), ptrAt(qkv, i*3*c*t), ptrAt(w, i*t*t),
+			C.long(c), C.long(t), C.float(scale), ps)
+	}) {
 		return true
 	}
 	d.par(n, 1, func(lo, hi int) {
