@@ -96,7 +96,13 @@ func rgb8(img image.Image, x, y int) (r, g, b uint8) {
 }
 
 // resizeCrop returns an image and the top-left corner of the size×size
-// window to read from it.
+// window to read from it. It resamples only the part of the image that the
+// centre crop needs (plus the kernel's reach), so a very long, thin image
+// does not become a huge intermediate: the resized long side is at most
+// 4×size (the whole image is resampled, exactly as a resize then a crop) or
+// it is cut to a window of source pixels whose resized ends are rounded to
+// whole pixels (a shift of under half an output pixel, on images more than 4
+// times longer than wide).
 func resizeCrop(img image.Image, size int) (image.Image, int, int) {
 	b := img.Bounds()
 	w, h := b.Dx(), b.Dy()
@@ -110,15 +116,55 @@ func resizeCrop(img image.Image, size int) (image.Image, int, int) {
 	} else {
 		rw = int(int64(size) * int64(w) / int64(h))
 	}
-	rect := image.Rect(0, 0, rw, rh)
+	sx0, sx1, dx0, dx1 := cropWindow(w, rw, size)
+	sy0, sy1, dy0, dy1 := cropWindow(h, rh, size)
+	sr := image.Rect(b.Min.X+sx0, b.Min.Y+sy0, b.Min.X+sx1, b.Min.Y+sy1)
+	rect := image.Rect(0, 0, dx1-dx0, dy1-dy0)
 	var dst draw.Image
 	if _, ok := img.(*image.Gray); ok {
 		dst = image.NewGray(rect)
 	} else {
+		// Resampling goes through premultiplied colour: alpha is dropped first
+		// (as Pillow's convert("RGB") does, and as an image already at size
+		// keeps it), or colour under transparent pixels would turn black.
+		img, sr = opaqueWindow(img, sr)
 		dst = image.NewRGBA(rect)
 	}
-	draw.CatmullRom.Scale(dst, rect, img, b, draw.Src, nil)
-	return dst, (rw - size) / 2, (rh - size) / 2
+	draw.CatmullRom.Scale(dst, rect, img, sr, draw.Src, nil)
+	return dst, (rw-size)/2 - dx0, (rh-size)/2 - dy0
+}
+
+// cropWindow gives, for one axis of n source pixels resized to r, the source
+// pixels [s0, s1) to resample and the resized pixels [d0, d1) they become,
+// covering the centre crop of size pixels and the Catmull-Rom kernel's reach.
+func cropWindow(n, r, size int) (s0, s1, d0, d1 int) {
+	if r <= 4*size {
+		return 0, n, 0, r
+	}
+	f := float64(r) / float64(n)
+	c := float64((r - size) / 2)
+	reach := 2*math.Max(f, 1) + 2 // in resized pixels: 2 source pixels, or 2 resized ones when shrinking
+	s0 = max(0, int(math.Floor((c-reach)/f)))
+	s1 = min(n, int(math.Ceil((c+float64(size)+reach)/f)))
+	d0 = int(math.Round(float64(s0) * f))
+	d1 = int(math.Round(float64(s1) * f))
+	return s0, s1, d0, d1
+}
+
+// opaqueWindow returns the window sr of img with alpha set to opaque and the
+// non-premultiplied colour kept, or img itself when it is opaque already.
+func opaqueWindow(img image.Image, sr image.Rectangle) (image.Image, image.Rectangle) {
+	if o, ok := img.(interface{ Opaque() bool }); ok && o.Opaque() {
+		return img, sr
+	}
+	m := image.NewNRGBA(image.Rect(0, 0, sr.Dx(), sr.Dy()))
+	for y := 0; y < sr.Dy(); y++ {
+		for x := 0; x < sr.Dx(); x++ {
+			r, g, b := rgb8(img, sr.Min.X+x, sr.Min.Y+y)
+			copy(m.Pix[m.PixOffset(x, y):], []uint8{r, g, b, 0xff})
+		}
+	}
+	return m, m.Bounds()
 }
 
 // FromCHW is the inverse of ToCHW for a channels×h×w planar tensor: values

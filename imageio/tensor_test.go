@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -298,5 +299,60 @@ func BenchmarkToCHW(b *testing.B) {
 				dst = ToCHW(bm.img, size, 3, dst)
 			}
 		})
+	}
+}
+
+// A long, thin image is resampled only where the centre crop needs it: a 2×3,000,000 grey image (a white band in
+// the middle third) to 16×16 would be a 16×24,000,000 intermediate, and a 48,000,000-element buffer inside the
+// scaler, if resized whole.
+func TestToCHWThinImageResamplesOnlyTheCrop(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		w, h int
+	}{{"tall", 2, 3_000_000}, {"wide", 3_000_000, 2}, {"long", 40, 20_000}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := image.NewGray(image.Rect(0, 0, tc.w, tc.h))
+			long := max(tc.w, tc.h)
+			for y := 0; y < tc.h; y++ {
+				for x := 0; x < tc.w; x++ {
+					pos := x
+					if tc.w < tc.h {
+						pos = y
+					}
+					if pos >= long/3 && pos < 2*long/3 {
+						m.Pix[m.PixOffset(x, y)] = 255
+					}
+				}
+			}
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			got := ToCHW(m, 16, 1, nil)
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+				t.Errorf("allocated %d bytes for a 16×16 crop", alloc)
+			}
+			for i, v := range got {
+				if v != 1 {
+					t.Fatalf("element %d = %v: the crop is not centred on the white band", i, v)
+				}
+			}
+		})
+	}
+}
+
+// Resampling drops alpha before it mixes pixels, as an image already at the model's size does: white under
+// alpha 0 stays white.
+func TestToCHWResizeDropsAlpha(t *testing.T) {
+	for _, side := range []int{16, 32, 45} {
+		m := image.NewNRGBA(image.Rect(0, 0, side, side))
+		for i := 0; i < len(m.Pix); i += 4 {
+			copy(m.Pix[i:], []uint8{255, 255, 255, 0})
+		}
+		for i, v := range ToCHW(m, 16, 3, nil) {
+			if v != 1 {
+				t.Fatalf("%d×%d: element %d = %v, want 1 (white)", side, side, i, v)
+			}
+		}
 	}
 }
