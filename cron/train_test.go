@@ -246,10 +246,13 @@ func TestScoreSkipsCorruptLatentsAndFailingModels(t *testing.T) {
 	}
 	z := make([]float32, d)
 	z[0] = float32(math.NaN())
+	// The store refuses such a latent now; an older release stored them.
 	if _, err := st.WriteLatents(ctx, []store.Latent{{ModelID: "corrupt", ImageHash: h, ZSem: z,
-		XT: []float32{0}, XTShape: []int{1}}}); err != nil {
-		t.Fatal(err)
+		XT: []float32{0}, XTShape: []int{1}}}); !errors.Is(err, store.ErrBadLatent) || !store.IsRefused(err) {
+		t.Fatalf("writing a latent whose z_sem holds NaN: %v, want ErrBadLatent", err)
 	}
+	storetest.Exec(t, st, `INSERT INTO latents (model_id, z_dim, image_hash, z_sem, x_t, x_t_shape, x_t_dtype)
+VALUES ('corrupt', $1, $2, $3, $4, '{1}', 'float32')`, d, h, z, store.EncodeFloat32s([]float32{0}))
 	r, err := NewRunner(st, nil, testConfig(), Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -254,7 +254,7 @@ func (s *Store) AddClassifierVersion(ctx context.Context, c ClassifierVersion) (
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// The lock on the model row serialises version numbering per model.
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, c.ModelID); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR NO KEY UPDATE`, c.ModelID); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `UPDATE classifiers SET promoted = false, pending = false
@@ -338,7 +338,7 @@ func (s *Store) PromotePending(ctx context.Context, modelID string, ids []int64)
 		n = 0
 		// The model row's lock, as AddClassifierVersion takes it: a version added meanwhile cannot clear a pending
 		// flag between the demotion and the promotion below (which would leave no version promoted).
-		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR UPDATE`, modelID); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = $1 FOR NO KEY UPDATE`, modelID); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `

@@ -312,3 +312,34 @@ FROM classifier_history WHERE model_id = 'm1'`).Scan(&got); err != nil {
 		t.Errorf("classifier_history: %q, want v1 promoted and v2 pending", got)
 	}
 }
+
+// Adding and promoting classifier versions does not wait for latent writes on the same model: their foreign-key
+// checks hold the model row in KEY SHARE mode for the length of each worker's transaction, which a FOR UPDATE lock
+// would queue behind (and, under a steady stream of overlapping writes, never get).
+func TestClassifierVersionsDoNotWaitForLatentWrites(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	if err := s.UpsertModel(ctx, Model{ID: "m1", ZDim: 2}); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	// What a latent insert's foreign-key check takes on its model's row.
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM models WHERE id = 'm1' FOR KEY SHARE`); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := s.AddClassifierVersion(wctx, ClassifierVersion{Classifier: Classifier{ModelID: "m1", Attribute: "a",
+		Weights: make([]float32, 2)}, Pending: true})
+	if err != nil {
+		t.Fatalf("adding a version while a latent write is open: %v", err)
+	}
+	if n, err := s.PromotePending(wctx, "m1", []int64{c.ID}); err != nil || n != 1 {
+		t.Fatalf("promoting while a latent write is open: %d, %v", n, err)
+	}
+}

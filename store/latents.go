@@ -25,8 +25,20 @@ type Latent struct {
 	CreatedAt time.Time // set by the database
 }
 
+// ErrBadLatent marks a latent that can never be stored (IsRefused holds for it): a malformed name or shape, or a
+// z_sem or x_T holding NaN or an infinity (a broken model or input; such a code would poison every similarity,
+// classifier and regeneration that read it).
+var ErrBadLatent = errors.New("bad latent")
+
 // check validates a latent before it is sent, so that the error names it rather than a constraint.
 func (l *Latent) check() error {
+	if err := l.checkFields(); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadLatent, err)
+	}
+	return nil
+}
+
+func (l *Latent) checkFields() error {
 	if err := schema.CheckName(l.ModelID); err != nil {
 		return fmt.Errorf("model id: %w", err)
 	}
@@ -43,7 +55,23 @@ func (l *Latent) check() error {
 	if n != len(l.XT) {
 		return fmt.Errorf("x_T has %d values, shape %v needs %d", len(l.XT), l.XTShape, n)
 	}
+	if i := nonFinite(l.ZSem); i >= 0 {
+		return fmt.Errorf("z_sem[%d] is %v", i, l.ZSem[i])
+	}
+	if i := nonFinite(l.XT); i >= 0 {
+		return fmt.Errorf("x_T[%d] is %v", i, l.XT[i])
+	}
 	return nil
+}
+
+// nonFinite returns the index of the first NaN or infinity in v, or -1.
+func nonFinite(v []float32) int {
+	for i, x := range v {
+		if x-x != 0 { // NaN − NaN and ∞ − ∞ are NaN
+			return i
+		}
+	}
+	return -1
 }
 
 func numel(shape []int) (int, error) {

@@ -137,9 +137,10 @@ func (s *Store) PresignGet(ctx context.Context, bucket, key string, expiry time.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
 
 // IsRefused reports whether err is Postgres refusing the data itself (SQLSTATE class 22, data exception, or 23,
-// integrity constraint violation: a job naming a batch that does not exist, say): sending the same rows again
-// cannot succeed.
+// integrity constraint violation: a job naming a batch that does not exist, say), or the store refusing a latent
+// before sending it (ErrBadLatent): sending the same rows again cannot succeed.
 func IsRefused(err error) bool {
 	var pe *pgconn.PgError
-	return errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
+	return errors.Is(err, ErrBadLatent) ||
+		errors.As(err, &pe) && (strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23"))
 }

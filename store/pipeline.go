@@ -192,6 +192,9 @@ type SourceObject struct {
 // ListSource lists the objects under prefix in a user's bucket (an archive to encode), in key order. The bucket
 // and prefix come from the user's command line, not from job messages; they reach S3 only as API parameters.
 func (s *Store) ListSource(ctx context.Context, bucket, prefix string, fn func(SourceObject) error) error {
+	// Returning early must stop the listing goroutine, which otherwise blocks for ever sending the next object.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	for info := range s.s3.ListObjects(ctx, bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
 		if info.Err != nil {
 			return fmt.Errorf("store: list s3://%s/%s: %w", bucket, prefix, info.Err)

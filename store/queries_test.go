@@ -2,9 +2,12 @@ package store
 
 import (
 	"context"
+	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"dae/schema"
 )
@@ -144,5 +147,79 @@ func TestJobsClassifiersAndQueries(t *testing.T) {
 	}
 	if _, err := s.Status(ctx, "nope"); !IsNotFound(err) {
 		t.Errorf("Status of an unknown batch: %v, want ErrNotFound", err)
+	}
+}
+
+// A latent with NaN in z_sem is refused; one stored by an older release comes last among the neighbours (its
+// similarity, NaN, sorted above every number before migration 00010).
+func TestNeighboursPutCorruptLatentsLast(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	hashes := seed(t, s, "fm32", 3, 4)
+	nan := float32(math.NaN())
+	for i, z := range [][]float32{{1, 0, 0}, {0.9, 0.1, 0}, {0, 1, 0}} {
+		if _, _, err := s.UpsertLatent(ctx, Latent{ModelID: "fm32", ImageHash: hashes[i], ZSem: z, XT: []float32{1}, XTShape: []int{1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []Latent{
+		{ModelID: "fm32", ImageHash: hashes[3], ZSem: []float32{1, nan, 0}, XT: []float32{1}, XTShape: []int{1}},
+		{ModelID: "fm32", ImageHash: hashes[3], ZSem: []float32{1, 0, 0}, XT: []float32{float32(math.Inf(1))}, XTShape: []int{1}},
+	} {
+		if _, _, err := s.UpsertLatent(ctx, l); !errors.Is(err, ErrBadLatent) || !IsRefused(err) {
+			t.Errorf("UpsertLatent(z_sem %v, x_T %v): %v, want ErrBadLatent", l.ZSem, l.XT, err)
+		}
+		if _, err := s.WriteLatents(ctx, []Latent{l}); !errors.Is(err, ErrBadLatent) {
+			t.Errorf("WriteLatents(z_sem %v, x_T %v): %v, want ErrBadLatent", l.ZSem, l.XT, err)
+		}
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO latents (model_id, z_dim, image_hash, z_sem, x_t, x_t_shape, x_t_dtype)
+VALUES ('fm32', 3, $1, $2, $3, '{1}', 'float32')`, hashes[3], []float32{1, nan, 0}, EncodeFloat32s([]float32{1})); err != nil {
+		t.Fatal(err)
+	}
+	_, ns, err := s.Neighbours(ctx, "fm32", hashes[0], 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ns) != 3 || ns[0].ImageHash != hashes[1] || ns[2].ImageHash != hashes[3] || ns[2].Similarity != 0 {
+		t.Errorf("Neighbours = %+v, want images 1, 2 and the corrupt 3 last (similarity 0)", ns)
+	}
+}
+
+// A source that changes its label makes it the newest: current_labels takes the correction over another source's
+// label given in between.
+func TestLabelCorrectionIsCurrent(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	h := seed(t, s, "fm32", 3, 1)[0]
+	current := func() (bool, string) {
+		t.Helper()
+		var v bool
+		var src string
+		if err := s.pool.QueryRow(ctx, `SELECT value, source FROM current_labels WHERE image_hash = $1 AND attribute = 'smile'`, h).
+			Scan(&v, &src); err != nil {
+			t.Fatal(err)
+		}
+		return v, src
+	}
+	for i, l := range []Label{{h, "smile", true, "review"}, {h, "smile", true, "dataset"}, {h, "smile", false, "review"}} {
+		if i > 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := s.UpsertLabels(ctx, []Label{l}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v, src := current(); v || src != "review" {
+		t.Errorf("current label %v from %s, want false from review (its correction)", v, src)
+	}
+	// The same value again is not news: the dataset's label stays older.
+	if err := s.UpsertLabels(ctx, []Label{{h, "smile", true, "dataset"}}); err != nil {
+		t.Fatal(err)
+	}
+	if v, src := current(); v || src != "review" {
+		t.Errorf("after the dataset repeats its label: %v from %s, want false from review", v, src)
 	}
 }

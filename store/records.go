@@ -281,7 +281,9 @@ type Label struct {
 	Source    string
 }
 
-// UpsertLabels records labels; a label from the same source for the same image and attribute is replaced.
+// UpsertLabels records labels; a label from the same source for the same image and attribute is replaced, and when
+// its value changes it counts as new (created_at is now), so that current_labels takes a source's correction over
+// another source's label given in between.
 func (s *Store) UpsertLabels(ctx context.Context, ls []Label) error {
 	b := &pgx.Batch{}
 	for _, l := range ls {
@@ -293,7 +295,8 @@ func (s *Store) UpsertLabels(ctx context.Context, ls []Label) error {
 		}
 		b.Queue(`
 INSERT INTO labels (image_hash, attribute, value, source) VALUES ($1, $2, $3, $4)
-ON CONFLICT (image_hash, attribute, source) DO UPDATE SET value = EXCLUDED.value`, l.ImageHash, l.Attribute, l.Value, l.Source)
+ON CONFLICT (image_hash, attribute, source) DO UPDATE SET value = EXCLUDED.value,
+    created_at = CASE WHEN labels.value IS DISTINCT FROM EXCLUDED.value THEN now() ELSE labels.created_at END`, l.ImageHash, l.Attribute, l.Value, l.Source)
 	}
 	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("store: upsert %d labels: %w", len(ls), err)
