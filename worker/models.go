@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -73,6 +74,10 @@ func (s modelSource) load(ctx context.Context, dev tensor.Device, id string) (*d
 	if err != nil {
 		return nil, permanent(fmt.Errorf("model %s: %w", id, err))
 	}
+	if m.Enc == nil {
+		// A DDIM baseline (RegisterModel refuses them; a --models folder may hold one): no job can use it.
+		return nil, permanent(fmt.Errorf("%w: model %s: checkpoint %s is a DDIM baseline, with no semantic encoder; workers need a Diff-AE", ErrUnknownModel, id, name))
+	}
 	m.ID = id
 	return m, nil
 }
@@ -104,12 +109,17 @@ func RegisterModel(ctx context.Context, st *store.Store, path, name string) (sto
 	if err != nil {
 		return store.Model{}, fmt.Errorf("register model %s: %w", path, err)
 	}
-	if _, err := st.StatObject(ctx, st.Config().BucketModels, key); store.IsNotFound(err) {
+	old, _, err := st.GetObject(ctx, st.Config().BucketModels, key)
+	switch {
+	case store.IsNotFound(err):
 		if _, err := st.PutObject(ctx, st.Config().BucketModels, key, raw, "application/octet-stream"); err != nil {
 			return store.Model{}, fmt.Errorf("register model %s: %w", id, err)
 		}
-	} else if err != nil {
+	case err != nil:
 		return store.Model{}, fmt.Errorf("register model %s: %w", id, err)
+	case !bytes.Equal(old, raw):
+		// Workers would go on with the stored weights, and latents of two checkpoints would share one model id.
+		return store.Model{}, fmt.Errorf("register model %s: model id %s already names a different checkpoint (choose another --model-id, or none for one from the file's hash)", path, id)
 	}
 	row := store.Model{ID: id, ZDim: m.Cfg.ZDim(), Config: []byte(m.Cfg.JSON()), CheckpointKey: key}
 	if err := st.UpsertModel(ctx, row); err != nil {

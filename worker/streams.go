@@ -39,6 +39,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, o StreamOptions)
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      90 * 24 * time.Hour,
+		// A dead letter's id names its job message: a later delivery of that message (after an ack wait of
+		// minutes, when the Term was lost) must still fall within the window to be dropped as a duplicate.
+		Duplicates: time.Hour,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {

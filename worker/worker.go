@@ -385,7 +385,7 @@ func (w *Worker) overReceived(ctx context.Context, t *task) bool {
 	if md.NumDelivered < schema.MaxReceipts {
 		return false
 	}
-	w.deadLetter(ctx, t, md.NumDelivered, fmt.Errorf("delivered %d times without a worker settling it "+
+	w.deadLetter(ctx, t, fmt.Errorf("delivered %d times without a worker settling it "+
 		"(each worker running it was stopped or crashed)", md.NumDelivered-1))
 	return true
 }
@@ -528,7 +528,7 @@ func (w *Worker) retry(ctx context.Context, t *task, err error) {
 		n = md.NumDelivered
 	}
 	if n >= schema.MaxDeliver {
-		w.deadLetter(ctx, t, n, fmt.Errorf("gave up after %d deliveries: %w", n, err))
+		w.deadLetter(ctx, t, fmt.Errorf("gave up after %d deliveries: %w", n, err))
 		return
 	}
 	if t.job != nil {
@@ -573,18 +573,18 @@ func (w *Worker) waitHealthy(ctx context.Context) {
 	}
 }
 
-// deadLetter copies the job, on its n-th delivery, to the dead-letter stream with the reason, then terminates it.
+// deadLetter copies the job to the dead-letter stream with the reason, then terminates it.
 // The dead recorder marks its row dead, so that the row is written even when the database is what keeps failing.
-func (w *Worker) deadLetter(ctx context.Context, t *task, n uint64, reason error) {
+func (w *Worker) deadLetter(ctx context.Context, t *task, reason error) {
 	msg := nats.NewMsg(schema.DeadSubject(t.kind))
 	msg.Data = t.msg.Data()
 	msg.Header.Set(schema.HeaderError, reason.Error())
 	msg.Header.Set(HeaderJob, t.key)
-	// One dead letter per message and delivery: a redelivery of this very letter is a duplicate, but the same job
-	// retried by an operator and dead again is not.
+	// One dead letter per message: a later delivery of the same message (its Term lost, and the store still
+	// failing) is a duplicate, but the same job retried by an operator (a new message) and dead again is not.
 	id := "dead/" + t.key
 	if md, err := t.msg.Metadata(); err == nil {
-		id += "/" + strconv.FormatUint(md.Sequence.Stream, 10) + "/" + strconv.FormatUint(n, 10)
+		id += "/" + strconv.FormatUint(md.Sequence.Stream, 10)
 	}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	var err error

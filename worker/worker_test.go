@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"dae/diffae"
+	"dae/tensor"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"image"
@@ -929,5 +932,33 @@ func TestDeadLetterWithoutRowIsRecorded(t *testing.T) {
 		!strings.Contains(dead[0].Error, "gave up after 5 deliveries") || json.Unmarshal(dead[0].Payload, &got) != nil ||
 		got.ImageHash != ghost.ImageHash {
 		t.Errorf("recorded %+v (payload %s), want the job dead with its reason and message", dead[0], dead[0].Payload)
+	}
+}
+
+// Registering a checkpoint under an id that already names another one is refused (workers would go on with the
+// stored weights); the same file again is fine. A DDIM baseline found in a --models folder fails its jobs for good.
+func TestRegisterModelKeepsIdsToOneCheckpoint(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	first := filepath.Join(e.dir, e.model+".safetensors")
+	if _, err := RegisterModel(ctx, e.st, first, e.model); err != nil {
+		t.Fatalf("registering the same checkpoint again: %v", err)
+	}
+	other := diffae.New(tensor.NewCPU(1), tinyConfig(t), 8)
+	path := filepath.Join(e.dir, "other.safetensors")
+	if err := other.Save(path, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegisterModel(ctx, e.st, path, e.model); err == nil || !strings.Contains(err.Error(), "different checkpoint") {
+		t.Fatalf("registering another checkpoint as %s: %v, want a refusal", e.model, err)
+	}
+	base := diffae.New(tensor.NewCPU(1), tinyConfig(t).Baseline(), 9)
+	dir := t.TempDir()
+	if err := base.Save(filepath.Join(dir, "base.safetensors"), "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := modelSource{dir: dir}.load(ctx, tensor.NewCPU(1), "base")
+	if !IsPermanent(err) || !errors.Is(err, ErrUnknownModel) {
+		t.Fatalf("loading a DDIM baseline: %v, want a permanent ErrUnknownModel", err)
 	}
 }
