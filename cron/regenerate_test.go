@@ -2,6 +2,7 @@ package cron
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -265,4 +266,51 @@ func (p *teePublisher) Publish(ctx context.Context, j schema.Job) error {
 	p.jobs = append(p.jobs, j)
 	p.mu.Unlock()
 	return p.Publisher.Publish(ctx, j)
+}
+
+// failingAfter publishes through a real publisher until n jobs have gone, then fails (the stream refusing, say).
+type failingAfter struct {
+	Publisher
+	n int
+}
+
+func (f *failingAfter) Publish(ctx context.Context, j schema.Job) error {
+	if f.n == 0 {
+		return errors.New("stream unavailable")
+	}
+	f.n--
+	return f.Publisher.Publish(ctx, j)
+}
+
+// A tick whose publishing fails is still finished, with what it selected and enqueued and the classifier that
+// selected them.
+func TestRegenerationRunFinishedWhenPublishingFails(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	w := trainedWorld(t, st, 300, 11)
+	def := store.Regeneration{ID: "half-a", ModelID: w.model, Attribute: w.names[0], MinScore: 0.5, MaxScore: 1,
+		MaxImages: 5, Op: schema.KindManipulate, OpAttribute: w.names[1], Scale: 0.5, Steps: 10, Enabled: true}
+	if err := st.SaveRegeneration(ctx, def); err != nil {
+		t.Fatal(err)
+	}
+	c, err := st.PromotedClassifier(ctx, w.model, w.names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := NewRunner(st, &failingAfter{NewJetStreamPublisher(st, jetStream(t)), 2}, testConfig(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tick := time.Now().Truncate(time.Second)
+	if _, err := r.Regenerate(ctx, def, tick); err == nil {
+		t.Fatal("regenerating with a failing publisher: no error")
+	}
+	runs, err := st.RegenerationRuns(ctx, def.ID, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(runs) != 1 || runs[0].FinishedAt == nil || runs[0].Selected != 5 || runs[0].Enqueued != 2 || runs[0].ClassifierID != c.ID {
+		t.Fatalf("runs %+v, want one finished run: 5 selected, 2 enqueued, classifier %d", runs, c.ID)
+	}
 }

@@ -451,6 +451,7 @@ type ScoreSummary struct {
 	Pruned   int64 `json:"pruned"`   // scores of superseded classifier versions deleted
 	Promoted int   `json:"promoted"` // pending classifier versions promoted at the end of the pass
 	Skipped  int   `json:"skipped"`  // latents left unscored because their z_sem is not finite
+	Busy     int   `json:"busy"`     // models left alone because another pass (another job or replica) was scoring them
 }
 
 func (s *ScoreSummary) add(o ScoreSummary) {
@@ -461,6 +462,7 @@ func (s *ScoreSummary) add(o ScoreSummary) {
 	s.Pruned += o.Pruned
 	s.Promoted += o.Promoted
 	s.Skipped += o.Skipped
+	s.Busy += o.Busy
 }
 
 // Score brings attribute_scores and latent_sketches up to date for every model (or only model): every latent gets
@@ -468,6 +470,8 @@ func (s *ScoreSummary) add(o ScoreSummary) {
 // that lack one, in id order, writing each page in one transaction (COPY into staging tables, then upsert), so an
 // interrupted pass resumes where it stopped and a repeated one writes nothing. A pass that gets through every page
 // then promotes the pending versions it scored (store.PromotePending) and prunes the scores of superseded ones.
+// One pass at a time scores a model (a lock per model, across jobs and replicas): a model another pass holds is
+// counted Busy and left to it.
 func (r *Runner) Score(ctx context.Context, model string) (ScoreSummary, error) {
 	var sum ScoreSummary
 	models := []string{model}
@@ -479,7 +483,15 @@ func (r *Runner) Score(ctx context.Context, model string) (ScoreSummary, error) 
 	}
 	var errs []error
 	for _, m := range models {
-		s, err := r.scoreModel(ctx, m)
+		var s ScoreSummary
+		err := r.st.WithLock(ctx, "score/"+m, func(ctx context.Context) error {
+			var err error
+			s, err = r.scoreModel(ctx, m)
+			return err
+		})
+		if errors.Is(err, store.ErrLocked) {
+			s, err = ScoreSummary{Busy: 1}, nil
+		}
 		sum.add(s)
 		if err != nil {
 			// One model's failure does not keep the others unscored.
@@ -513,14 +525,25 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 			pending = append(pending, c.ID)
 		}
 	}
+	// With versions to promote, a second sweep from the start picks up latents whose insert committed after the
+	// first had paged past their id (a worker's transaction that took its id earlier), so that a promoted version
+	// has scored every latent there was when the pass ended.
+	sweeps := 1
+	if len(pending) > 0 {
+		sweeps = 2
+	}
 	var after int64
-	for {
+	for sweep := 1; ; {
 		page, err := r.st.UnscoredLatents(ctx, model, ids, after, r.cfg.Score.Page)
 		if err != nil {
 			return sum, err
 		}
 		if len(page) == 0 {
-			break
+			if sweep++; sweep > sweeps || after == 0 {
+				break
+			}
+			after = 0
+			continue
 		}
 		scores := make([]store.Score, 0, len(page)*len(cs))
 		sketches := make([]store.Sketch, 0, len(page))
@@ -529,8 +552,10 @@ func (r *Runner) scoreModel(ctx context.Context, model string) (ScoreSummary, er
 			if !finite(l.ZSem) {
 				// A corrupt latent gets no score and no sketch (queries never return it) and does not hold up the
 				// rest of its model; every pass reports it again.
-				r.log.Warn("latent not scored: z_sem not finite", "model", model, "latent", l.ID, "image", l.ImageHash)
-				sum.Skipped++
+				if sweep == 1 {
+					r.log.Warn("latent not scored: z_sem not finite", "model", model, "latent", l.ID, "image", l.ImageHash)
+					sum.Skipped++
+				}
 				continue
 			}
 			took++
@@ -625,8 +650,8 @@ func (r *Runner) RegenerateAll(ctx context.Context, id string, tick time.Time) (
 // Regenerate enqueues one regenerate job per latent the definition selects, for tick. The jobs' generation is the
 // tick's run id, so their dedup keys (generation + image + operation) are new each tick and the same when a tick is
 // run again: the workers produce each tick's outputs once.
-func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick time.Time) (RegenerateResult, error) {
-	res := RegenerateResult{Definition: def.ID}
+func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick time.Time) (res RegenerateResult, err error) {
+	res = RegenerateResult{Definition: def.ID}
 	if r.pub == nil {
 		return res, fmt.Errorf("regeneration %s: no publisher configured", def.ID)
 	}
@@ -635,12 +660,26 @@ func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick ti
 		return res, err
 	}
 	res.Generation = run.ID
+	// The run is finished whatever happens below, with what it reached (a failed tick is not run again).
+	defer func() {
+		run.Selected, run.Enqueued = res.Selected, res.Enqueued
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err = errors.Join(err, r.st.FinishRegenerationRun(fctx, run))
+	}()
 	hits, err := r.st.SelectForRegeneration(ctx, def)
 	if err != nil {
 		return res, err
 	}
 	res.Selected = len(hits)
-	run.Selected = len(hits)
+	// The classifier that selected them (a promotion may land between the query and a lookup after it).
+	if len(hits) > 0 {
+		run.ClassifierID = hits[0].ClassifierID
+	} else if c, err := r.st.PromotedClassifier(ctx, def.ModelID, def.Attribute); err == nil {
+		run.ClassifierID = c.ID
+	} else if !store.IsNotFound(err) {
+		return res, err
+	}
 	for _, h := range hits {
 		j := &schema.Regenerate{
 			Header:     schema.Header{Model: def.ModelID, Batch: def.BatchID},
@@ -659,9 +698,5 @@ func (r *Runner) Regenerate(ctx context.Context, def store.Regeneration, tick ti
 		}
 		res.Enqueued++
 	}
-	run.Enqueued = res.Enqueued
-	if c, err := r.st.PromotedClassifier(ctx, def.ModelID, def.Attribute); err == nil {
-		run.ClassifierID = c.ID
-	}
-	return res, r.st.FinishRegenerationRun(ctx, run)
+	return res, nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/jackc/pgx/v5"
 	"math"
 	"strings"
 	"testing"
@@ -376,5 +377,100 @@ func TestPromotionWaitsForScores(t *testing.T) {
 		if err != nil || len(got) != n {
 			t.Errorf("%s: %d latents scored by v2 (%v), want %d", attr, len(got), err, n)
 		}
+	}
+}
+
+// A latent whose insert commits after the scoring pass has paged past its id is scored before the pending version
+// is promoted: the pass sweeps a second time from the start.
+func TestPromotionWaitsForLateLatents(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	const n, d, k = 200, 8, 2
+	w := seedWorld(t, st, "late", n, d, k, 5)
+	w.label(t, st, 0, 60)
+	r, err := NewRunner(st, nil, testConfig(), Options{ID: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Train(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	// A worker's transaction takes the next latent id and commits late; another latent commits after it at once.
+	h := strings.Repeat("ab", 32)
+	if _, err := st.WriteImages(ctx, []store.Image{{Hash: h, Source: "synthetic/late.png", ObjectKey: "images/ab/" + h,
+		Size: 100, Width: 4, Height: 4, ContentType: "image/png"}}); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, st.Config().PGURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	z := make([]float32, d)
+	z[0] = 4
+	if _, err := tx.Exec(ctx, `INSERT INTO latents (model_id, z_dim, image_hash, z_sem, x_t, x_t_shape, x_t_dtype)
+VALUES ('late', $1, $2, $3, $4, '{1}', 'float32')`, d, h, z, store.EncodeFloat32s([]float32{0})); err != nil {
+		t.Fatal(err)
+	}
+	w.add(t, st, 1, 6)
+	// The late one commits while the pass writes its last page (n+1 visible latents, pages of 128).
+	pages := 0
+	r.beforeWrite = func(string) error {
+		if pages++; pages == 2 {
+			return tx.Commit(ctx)
+		}
+		return nil
+	}
+	w.label(t, st, 60, 120)
+	sum, err := r.Train(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, res := range sum.Results {
+		if res.Version != 2 || !res.Promoted {
+			t.Fatalf("retraining %s: %+v, want version 2 promoted", res.Attribute, res)
+		}
+		got, err := st.LatentsByAttribute(ctx, w.model, res.Attribute, 0, 10*n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != n+2 {
+			t.Errorf("%s: version 2 promoted with %d latents scored, want all %d", res.Attribute, len(got), n+2)
+		}
+	}
+}
+
+// One pass at a time scores a model: a model whose lock another pass holds is counted busy and left alone.
+func TestScoreLeavesABusyModel(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	seedWorld(t, st, "busy", 50, 4, 2, 7)
+	seedWorld(t, st, "free", 50, 4, 2, 8)
+	r, err := NewRunner(st, nil, testConfig(), Options{ID: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.WithLock(ctx, "score/busy", func(ctx context.Context) error {
+		sum, err := r.Score(ctx, "")
+		if err != nil {
+			return err
+		}
+		if sum.Busy != 1 || sum.Models != 1 || sum.Sketches != 50 {
+			t.Errorf("scoring beside a pass that holds model busy: %+v, want busy 1 and free's 50 sketches", sum)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := r.Score(ctx, "busy"); err != nil || sum.Busy != 0 || sum.Sketches != 50 {
+		t.Errorf("scoring busy once free: %+v, %v; want its 50 sketches", sum, err)
 	}
 }

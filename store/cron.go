@@ -642,7 +642,11 @@ type RegenerationRun struct {
 func (s *Store) StartRegenerationRun(ctx context.Context, id string, tick time.Time) (RegenerationRun, error) {
 	run := RegenerationRun{RegenerationID: id, Tick: tick}
 	var cid *int64
-	err := s.pool.QueryRow(ctx, `
+	var err error
+	// A concurrent start of the same tick (two jobs naming the definition) that commits while this statement
+	// waits leaves both branches empty (its row is not in this statement's snapshot): try again.
+	for range 3 {
+		err = s.pool.QueryRow(ctx, `
 WITH ins AS (
     INSERT INTO regeneration_runs (regeneration_id, tick) VALUES ($1, $2)
     ON CONFLICT (regeneration_id, tick) DO NOTHING
@@ -652,6 +656,10 @@ SELECT * FROM ins
 UNION ALL
 SELECT id, classifier_id, selected, enqueued, created_at, finished_at FROM regeneration_runs WHERE regeneration_id = $1 AND tick = $2
 LIMIT 1`, id, tick).Scan(&run.ID, &cid, &run.Selected, &run.Enqueued, &run.CreatedAt, &run.FinishedAt)
+		if !errors.Is(err, pgx.ErrNoRows) {
+			break
+		}
+	}
 	if err != nil {
 		return run, fmt.Errorf("store: start regeneration %s at %s: %w", id, tick.Format(time.RFC3339), err)
 	}
@@ -699,7 +707,7 @@ FROM regeneration_runs WHERE regeneration_id = $1 ORDER BY tick DESC LIMIT $2`, 
 // are the definition's typed fields, bound as parameters. Best scores first, ties by latent id.
 func (s *Store) SelectForRegeneration(ctx context.Context, r Regeneration) ([]AttributeHit, error) {
 	rows, err := s.pool.Query(ctx, `
-SELECT s.latent_id, s.image_hash, s.model_id, s.score, s.version FROM latest_attribute_scores s
+SELECT s.latent_id, s.image_hash, s.model_id, s.score, s.version, s.classifier_id FROM latest_attribute_scores s
 WHERE s.model_id = $1 AND s.attribute = $2 AND s.score >= $3 AND s.score <= $4
   AND ($5 = '' OR EXISTS (SELECT 1 FROM batch_images b WHERE b.batch_id = $5 AND b.image_hash = s.image_hash))
 ORDER BY s.score DESC, s.latent_id LIMIT $6`, r.ModelID, r.Attribute, r.MinScore, r.MaxScore, r.BatchID, r.MaxImages)
@@ -708,7 +716,7 @@ ORDER BY s.score DESC, s.latent_id LIMIT $6`, r.ModelID, r.Attribute, r.MinScore
 	}
 	hits, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AttributeHit, error) {
 		var h AttributeHit
-		err := r.Scan(&h.LatentID, &h.ImageHash, &h.ModelID, &h.Score, &h.Version)
+		err := r.Scan(&h.LatentID, &h.ImageHash, &h.ModelID, &h.Score, &h.Version, &h.ClassifierID)
 		return h, err
 	})
 	if err != nil {

@@ -77,6 +77,8 @@ type AttributeHit struct {
 	ModelID   string
 	Score     float32
 	Version   int // the classifier's version
+	// ClassifierID is the classifier version's id (set by SelectForRegeneration).
+	ClassifierID int64
 }
 
 // LatentsByAttribute lists latents scored at least minScore for the attribute by its promoted classifier, best
