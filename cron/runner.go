@@ -67,32 +67,31 @@ func (r *Runner) Config() Config { return r.cfg }
 
 // RunTick runs job for tick unless another replica is running the job or has run that tick. It reports whether
 // this call ran it; a failed run is recorded in cron_runs and returned.
+//
+// Holding the job's lock, it first takes over the ticks of the job that a replica left unfinished when it died (a
+// regeneration tick run again publishes the same jobs, so what the dead replica enqueued is not doubled): each is
+// run again, up to maxAttempts runs of it in all, and after that recorded as abandoned.
 func (r *Runner) RunTick(ctx context.Context, job Job, tick time.Time) (ran bool, err error) {
 	err = r.st.WithLock(ctx, job.Name, func(ctx context.Context) error {
-		id, claimed, err := r.st.ClaimCronRun(ctx, job.Name, tick, r.id)
-		if err != nil || !claimed {
+		abandoned, err := r.st.AbandonedCronRuns(ctx, job.Name, tick)
+		if err != nil {
 			return err
 		}
-		ran = true
-		start := time.Now()
-		summary, runErr := r.run(ctx, job, tick)
-		var msg string
-		if runErr != nil {
-			msg = runErr.Error()
+		for _, a := range abandoned {
+			if a.Attempts >= maxAttempts {
+				r.log.Warn("cron tick abandoned", "job", job.Name, "tick", a.Tick, "attempts", a.Attempts)
+				if err := r.st.FinishCronRun(ctx, a.ID, nil, fmt.Sprintf("abandoned: its runner stopped %d times mid-run", a.Attempts)); err != nil {
+					return err
+				}
+				continue
+			}
+			r.log.Warn("cron tick taken over", "job", job.Name, "tick", a.Tick, "runner", a.Runner)
+			if _, err := r.runClaimed(ctx, job, a.Tick); err != nil {
+				r.log.Warn("cron tick taken over failed", "job", job.Name, "tick", a.Tick, "err", err)
+			}
 		}
-		b, err := json.Marshal(summary)
-		if err != nil {
-			b = nil
-		}
-		// Record the outcome even when ctx was cancelled mid-run.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if ferr := r.st.FinishCronRun(fctx, id, b, msg); ferr != nil {
-			return errors.Join(runErr, ferr)
-		}
-		r.log.Info("cron job ran", "job", job.Name, "tick", tick, "took", time.Since(start).Round(time.Millisecond),
-			"summary", string(b), "err", runErr)
-		return runErr
+		ran, err = r.runClaimed(ctx, job, tick)
+		return err
 	})
 	if errors.Is(err, store.ErrLocked) {
 		err = nil
@@ -104,6 +103,37 @@ func (r *Runner) RunTick(ctx context.Context, job Job, tick time.Time) (ran bool
 		return ran, fmt.Errorf("cron: job %s at %s: %w", job.Name, tick.Format(time.RFC3339), err)
 	}
 	return ran, nil
+}
+
+// maxAttempts is how many runs of a tick whose runners die mid-run RunTick makes before it gives the tick up.
+const maxAttempts = 3
+
+// runClaimed claims tick for job in cron_runs and, unless it has been run, runs it and records the outcome. The
+// caller holds the job's lock.
+func (r *Runner) runClaimed(ctx context.Context, job Job, tick time.Time) (ran bool, err error) {
+	id, claimed, err := r.st.ClaimCronRun(ctx, job.Name, tick, r.id)
+	if err != nil || !claimed {
+		return false, err
+	}
+	start := time.Now()
+	summary, runErr := r.run(ctx, job, tick)
+	var msg string
+	if runErr != nil {
+		msg = runErr.Error()
+	}
+	b, err := json.Marshal(summary)
+	if err != nil {
+		b = nil
+	}
+	// Record the outcome even when ctx was cancelled mid-run.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if ferr := r.st.FinishCronRun(fctx, id, b, msg); ferr != nil {
+		return true, errors.Join(runErr, ferr)
+	}
+	r.log.Info("cron job ran", "job", job.Name, "tick", tick, "took", time.Since(start).Round(time.Millisecond),
+		"summary", string(b), "err", runErr)
+	return true, runErr
 }
 
 // RunNow runs the named job at once, for a tick of the current instant (so it does not take the place of a

@@ -3,6 +3,7 @@ package cron
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -154,4 +155,52 @@ func TestTwoReplicasTrainOncePerTick(t *testing.T) {
 		t.Errorf("only %d of %d ticks saw both replicas fire; the test did not exercise the lock", contended, len(log.ticks))
 	}
 	t.Logf("%d ticks, %d with both replicas firing; versions per attribute: %v", len(log.ticks), contended, trained)
+}
+
+// A tick left unfinished by a replica that died mid-run is run again by the next replica that runs the job, and
+// given up (recorded as abandoned) once it has been tried maxAttempts times.
+func TestAbandonedTicksAreTakenOver(t *testing.T) {
+	t.Parallel()
+	st := storetest.Fresh(t)
+	ctx := context.Background()
+	seedWorld(t, st, "m", 20, 4, 2, 3)
+	job := Job{Name: "score", Kind: KindScore, Every: Duration(time.Minute)}
+	r, err := NewRunner(st, nil, testConfig(job), Options{ID: "live"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	t1, t2 := t0.Add(time.Minute), t0.Add(2*time.Minute)
+	// The dead replica claimed t0 once, and t1 maxAttempts times (a tick that kills its runner).
+	if _, _, err := st.ClaimCronRun(ctx, job.Name, t0, "dead"); err != nil {
+		t.Fatal(err)
+	}
+	for range maxAttempts {
+		if _, _, err := st.ClaimCronRun(ctx, job.Name, t1, "dead"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ran, err := r.RunTick(ctx, job, t2); err != nil || !ran {
+		t.Fatalf("RunTick: %v, %v", ran, err)
+	}
+	runs, err := st.CronRuns(ctx, job.Name, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	byTick := map[time.Time]store.CronRun{}
+	for _, run := range runs {
+		byTick[run.Tick.UTC()] = run
+	}
+	if run := byTick[t0]; run.FinishedAt == nil || run.Runner != "live" || run.Attempts != 2 || run.Error != "" {
+		t.Errorf("tick t0 left by a dead replica: %+v, want run again by live (attempt 2)", run)
+	}
+	if run := byTick[t1]; run.FinishedAt == nil || run.Runner != "dead" || !strings.Contains(run.Error, "abandoned") {
+		t.Errorf("tick t1 tried %d times: %+v, want it finished as abandoned", maxAttempts, run)
+	}
+	if run := byTick[t2]; run.FinishedAt == nil || run.Runner != "live" {
+		t.Errorf("tick t2: %+v, want run by live", run)
+	}
+	if got, _ := st.AbandonedCronRuns(ctx, job.Name, t2); len(got) != 0 {
+		t.Errorf("unfinished runs left: %+v", got)
+	}
 }

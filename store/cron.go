@@ -80,6 +80,22 @@ RETURNING id`, job, tick, runner).Scan(&id)
 	return id, true, nil
 }
 
+// AbandonedCronRuns lists the job's unfinished runs other than tick's, oldest first. Called under the job's lock
+// (WithLock), these are runs whose runner died mid-run: a live runner would hold the lock.
+func (s *Store) AbandonedCronRuns(ctx context.Context, job string, tick time.Time) ([]CronRun, error) {
+	rows, err := s.pool.Query(ctx, `
+SELECT id, job, tick, attempts, runner, started_at, finished_at, COALESCE(error, ''), summary FROM cron_runs
+WHERE job = $1 AND tick <> $2 AND finished_at IS NULL ORDER BY tick`, job, tick)
+	if err != nil {
+		return nil, fmt.Errorf("store: abandoned runs of %s: %w", job, err)
+	}
+	runs, err := pgx.CollectRows(rows, scanCronRun)
+	if err != nil {
+		return nil, fmt.Errorf("store: abandoned runs of %s: %w", job, err)
+	}
+	return runs, nil
+}
+
 // FinishCronRun marks a claimed run finished, with its summary (a JSON object; nil means {}) and error ("" when it
 // succeeded). A failed tick is finished too: it is not retried, the next tick is.
 func (s *Store) FinishCronRun(ctx context.Context, id int64, summary json.RawMessage, runErr string) error {
@@ -102,15 +118,17 @@ WHERE $1 = '' OR job = $1 ORDER BY started_at DESC, id DESC LIMIT $2`, job, limi
 	if err != nil {
 		return nil, fmt.Errorf("store: cron runs of %q: %w", job, err)
 	}
-	runs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (CronRun, error) {
-		var c CronRun
-		err := r.Scan(&c.ID, &c.Job, &c.Tick, &c.Attempts, &c.Runner, &c.StartedAt, &c.FinishedAt, &c.Error, &c.Summary)
-		return c, err
-	})
+	runs, err := pgx.CollectRows(rows, scanCronRun)
 	if err != nil {
 		return nil, fmt.Errorf("store: cron runs of %q: %w", job, err)
 	}
 	return runs, nil
+}
+
+func scanCronRun(r pgx.CollectableRow) (CronRun, error) {
+	var c CronRun
+	err := r.Scan(&c.ID, &c.Job, &c.Tick, &c.Attempts, &c.Runner, &c.StartedAt, &c.FinishedAt, &c.Error, &c.Summary)
+	return c, err
 }
 
 // LabelSet describes the current labels of one attribute over the latents of one model.
