@@ -4,8 +4,9 @@
 // Re-running a producer is safe and cheap: an image is addressed by the SHA-256 of its bytes, its job by the dedup
 // key (model id + hash) that JetStream also uses as the message id, and an image the model has already encoded,
 // or whose job is already final, is skipped. Files that are not images (by a header check: not a PNG, JPEG or
-// GIF, a zero or oversized dimension) are recorded as failed jobs with their reason and not published; damage
-// past the header is found by the worker, which fails the job the same way.
+// GIF, a zero or oversized dimension), and files that cannot be read (corrupt archive members, unreadable or
+// vanished files), are recorded as failed jobs with their reason and not published; damage past the header is
+// found by the worker, which fails the job the same way.
 //
 // The producer speaks SQL and S3 only through store and knows nothing of the model.
 package producer
@@ -107,6 +108,12 @@ func Encode(ctx context.Context, st *store.Store, js jetstream.JetStream, o Opti
 		sum.Found++
 		p := pending{name: it.Name, data: it.Data}
 		switch {
+		case it.Err != nil:
+			// Its content is out of reach, so its key is the hash of its name: a re-run finds the failed job
+			// instead of recording another; once the file reads, its content makes a new job.
+			p.data = nil
+			p.hash = unreadableHash(it.Name)
+			p.invalid = fmt.Errorf("%s: %w: %v", it.Name, ErrUnreadable, it.Err)
 		case it.TooBig:
 			p.hash = it.Hash
 			p.invalid = fmt.Errorf("%s: %w: file of %d bytes exceeds %d", it.Name, imageio.ErrTooLarge, it.Size, MaxFileBytes)
@@ -122,10 +129,26 @@ func Encode(ctx context.Context, st *store.Store, js jetstream.JetStream, o Opti
 		return nil
 	})
 	sum.Ignored = ignored
-	if err != nil {
-		return sum, err
+	// The files read before an error that stopped the walk are handled all the same.
+	ferr := flush()
+	if err == nil {
+		return sum, ferr
 	}
-	return sum, flush()
+	if ferr != nil {
+		return sum, errors.Join(err, ferr)
+	}
+	return sum, err
+}
+
+// ErrUnreadable is the reason of a file that could not be read (Item.Err): a failed job, like a file that is not
+// an image.
+var ErrUnreadable = errors.New("file cannot be read")
+
+// unreadableHash is the image hash, and so the job key, of a file whose content could not be read: the SHA-256 of
+// its name, in a domain of its own.
+func unreadableHash(name string) string {
+	h := sha256.Sum256([]byte("dae unreadable file\x00" + name))
+	return hex.EncodeToString(h[:])
 }
 
 // checkHeader reads only the image header: the format, and dimensions that are neither zero nor over the pixel
@@ -338,15 +361,49 @@ func Publish(ctx context.Context, st *store.Store, js jetstream.JetStream, j sch
 	return state, publishAll(ctx, js, []schema.Job{j})
 }
 
+// RequeueGrace is how long a job requeued by RetryFailed may stay queued and unstarted before a later RetryFailed
+// takes it for one whose retry stopped before publishing it, and publishes it again. It only has to outlast a
+// retry running at the same time (the time between its requeueing a job and publishing it).
+var RequeueGrace = time.Minute
+
 // RetryFailed re-enqueues a batch's failed jobs (and dead ones when dead is true): each goes back to queued and is
 // published under a fresh message id, so that JetStream's duplicate window does not drop it. Messages that never
 // parsed cannot be retried and are counted in skipped.
+//
+// A job is requeued before its message is published: a worker handed the message of a job whose row still says
+// failed or dead acknowledges it as settled, so publishing first would lose the retry. A retry that stops in
+// between (a crash) leaves the job queued with no message; RetryFailed therefore also publishes again, and counts
+// in retried, the batch's jobs that an earlier retry requeued more than RequeueGrace ago and that no worker has
+// started since. Those whose message is only waiting in the stream get a duplicate, which the worker settles.
 func RetryFailed(ctx context.Context, st *store.Store, js jetstream.JetStream, batch string, dead bool) (retried, skipped int, err error) {
+	stale, err := st.StaleRequeuedJobs(ctx, batch, RequeueGrace)
+	if err != nil {
+		return 0, 0, err
+	}
 	failed, err := st.FailedJobs(ctx, batch, dead)
 	if err != nil {
 		return 0, 0, err
 	}
 	stamp := time.Now().UTC().Format("20060102T150405.000000000")
+	publish := func(j schema.Job) error {
+		data, err := schema.Marshal(j)
+		if err != nil {
+			return err
+		}
+		_, err = js.Publish(ctx, schema.Subject(j.JobKind()), data, jetstream.WithMsgID(j.DedupKey()+"/retry/"+stamp))
+		return err
+	}
+	for _, f := range stale {
+		j, perr := schema.Parse(f.Payload)
+		if perr != nil {
+			skipped++
+			continue
+		}
+		if err := publish(j); err != nil {
+			return retried, skipped, fmt.Errorf("publish retry of %s: %w", j.DedupKey(), err)
+		}
+		retried++
+	}
 	for _, f := range failed {
 		j, perr := schema.Parse(f.Payload)
 		if perr != nil {
@@ -361,11 +418,7 @@ func RetryFailed(ctx context.Context, st *store.Store, js jetstream.JetStream, b
 			skipped++
 			continue
 		}
-		data, err := schema.Marshal(j)
-		if err != nil {
-			return retried, skipped, err
-		}
-		if _, err := js.Publish(ctx, schema.Subject(j.JobKind()), data, jetstream.WithMsgID(j.DedupKey()+"/retry/"+stamp)); err != nil {
+		if err := publish(j); err != nil {
 			// Not sent: the row goes back to what it was, so that it is not left queued with no message (and a
 			// later retry finds it again).
 			if rerr := st.FinishJob(context.WithoutCancel(ctx), f.DedupKey, f.State, f.Error); rerr != nil {

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -15,8 +16,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 
 	"dae/store"
+
+	"github.com/minio/minio-go/v7"
 )
 
 // MaxFileBytes is the largest source file read; a larger one is recorded as invalid without being read whole.
@@ -30,6 +34,24 @@ type Item struct {
 	TooBig bool
 	Size   int64
 	Hash   string // SHA-256 hex of a TooBig file's content, streamed
+	// Err says the file could not be read (Data is nil): it is unreadable, corrupt or truncated, or it went away
+	// after it was listed. The producer records it as a failed job with this reason; the walk goes on.
+	Err error
+}
+
+// fatal reports whether a read error is not the file's own fault but the process's or the run's (cancelled, out
+// of file descriptors or memory): it stops the walk instead of failing the file for good.
+func fatal(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOMEM)
+}
+
+// objectGone reports whether an S3 read error says the object itself is missing (deleted after it was listed).
+// Any other error (the network, the service, credentials) may pass: it stops the walk, so that a good object is
+// not failed for good.
+func objectGone(err error) bool {
+	var resp minio.ErrorResponse
+	return errors.As(err, &resp) && resp.Code == "NoSuchKey"
 }
 
 // hashStream fills a TooBig item's hash from r.
@@ -54,12 +76,17 @@ func isImageName(name string) bool {
 // Walk calls fn with every image file of source, in a stable order: a folder (walked recursively, in name order),
 // a .tar, .tar.gz, .tgz or .zip archive, or an S3 prefix s3://bucket/prefix read through st. Files without an image
 // extension are counted in ignored and not passed on; hidden files and folders are skipped.
+//
+// A file that cannot be read is passed on with Err set, and the walk goes on; Walk returns an error only when the
+// source itself cannot be read on (a folder or archive that cannot be opened, a tar stream that cannot be
+// advanced past a damaged member, an S3 listing or read that fails for another reason than a missing object),
+// when the run is cancelled, or when fn returns one.
 func Walk(ctx context.Context, st *store.Store, source string, fn func(Item) error) (ignored int, err error) {
 	visit := func(it Item) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if !isImageName(it.Name) {
+		if it.Err == nil && !isImageName(it.Name) {
 			ignored++
 			return nil
 		}
@@ -101,7 +128,11 @@ func hiddenPath(name string) bool {
 func walkDir(root string, visit func(Item) error) error {
 	return filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return fmt.Errorf("source %s: %w", root, err)
+			if p == root || fatal(err) {
+				return fmt.Errorf("source %s: %w", root, err)
+			}
+			// A sub-folder that cannot be listed: its files are out of reach, say so in its place.
+			return visit(Item{Name: p, Err: fmt.Errorf("folder cannot be read: %w", err)})
 		}
 		if p != root && hidden(d.Name()) {
 			if d.IsDir() {
@@ -112,31 +143,33 @@ func walkDir(root string, visit func(Item) error) error {
 		if !d.Type().IsRegular() {
 			return nil
 		}
-		info, err := d.Info()
-		if err != nil {
-			return fmt.Errorf("source %s: %w", p, err)
-		}
-		it := Item{Name: p, Size: info.Size()}
 		if !isImageName(p) {
-			return visit(it)
+			return visit(Item{Name: p})
 		}
-		if info.Size() > MaxFileBytes {
-			it.TooBig = true
-			f, err := os.Open(p)
-			if err != nil {
-				return fmt.Errorf("source: %w", err)
-			}
-			defer f.Close()
-			if err := hashStream(f, &it); err != nil {
+		it := Item{Name: p}
+		if err := readFile(p, &it); err != nil {
+			if fatal(err) {
 				return fmt.Errorf("source %s: %w", p, err)
 			}
-			return visit(it)
-		}
-		if it.Data, err = os.ReadFile(p); err != nil {
-			return fmt.Errorf("source: %w", err)
+			it.Data, it.Err = nil, err
 		}
 		return visit(it)
 	})
+}
+
+// readFile reads an image file of a folder into it (or only hashes it, when it is over MaxFileBytes).
+func readFile(p string, it *Item) error {
+	f, err := os.Open(p)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	it.Size = info.Size()
+	return readMember(f, it)
 }
 
 func readMember(r io.Reader, it *Item) error {
@@ -182,7 +215,12 @@ func walkTar(file string, visit func(Item) error) error {
 		it := Item{Name: file + ":" + h.Name, Size: h.Size}
 		if isImageName(h.Name) {
 			if err := readMember(tr, &it); err != nil {
-				return fmt.Errorf("source %s: %w", it.Name, err)
+				if fatal(err) {
+					return fmt.Errorf("source %s: %w", it.Name, err)
+				}
+				// The member is damaged (truncated, or its compressed stream is): it fails on its own. A tar
+				// reader cannot go on past such an error, so the next call to Next ends the walk with it.
+				it.Data, it.Err = nil, err
 			}
 		}
 		if err := visit(it); err != nil {
@@ -205,14 +243,13 @@ func walkZip(file string, visit func(Item) error) error {
 		}
 		it := Item{Name: file + ":" + zf.Name, Size: int64(zf.UncompressedSize64)}
 		if isImageName(zf.Name) {
-			rc, err := zf.Open()
-			if err != nil {
-				return fmt.Errorf("source %s: %w", it.Name, err)
-			}
-			err = readMember(rc, &it)
-			rc.Close()
-			if err != nil {
-				return fmt.Errorf("source %s: %w", it.Name, err)
+			// A damaged member (a bad checksum, a broken compressed stream, an unknown method) fails on its own:
+			// zip members are read independently, so the others are still within reach.
+			if err := readZipMember(zf, &it); err != nil {
+				if fatal(err) {
+					return fmt.Errorf("source %s: %w", it.Name, err)
+				}
+				it.Data, it.Err = nil, err
 			}
 		}
 		if err := visit(it); err != nil {
@@ -220,6 +257,15 @@ func walkZip(file string, visit func(Item) error) error {
 		}
 	}
 	return nil
+}
+
+func readZipMember(zf *zip.File, it *Item) error {
+	rc, err := zf.Open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return readMember(rc, it)
 }
 
 func walkS3(ctx context.Context, st *store.Store, source string, visit func(Item) error) error {
@@ -233,25 +279,32 @@ func walkS3(ctx context.Context, st *store.Store, source string, visit func(Item
 	return st.ListSource(ctx, bucket, prefix, func(o store.SourceObject) error {
 		it := Item{Name: "s3://" + bucket + "/" + o.Key, Size: o.Size}
 		if isImageName(o.Key) {
-			if o.Size > MaxFileBytes {
-				it.TooBig = true
-				r, err := st.OpenSourceObject(ctx, bucket, o.Key)
-				if err != nil {
-					return err
-				}
-				err = hashStream(r, &it)
-				r.Close()
-				if err != nil {
+			if err := readObject(ctx, st, bucket, o.Key, &it); err != nil {
+				if !objectGone(err) {
 					return fmt.Errorf("source %s: %w", it.Name, err)
 				}
-			} else {
-				data, err := st.GetSourceObject(ctx, bucket, o.Key)
-				if err != nil {
-					return err
-				}
-				it.Data = data
+				it.Data, it.Err = nil, err
 			}
 		}
 		return visit(it)
 	})
+}
+
+// readObject reads an image object of an S3 source into it (or only hashes it, when it is over MaxFileBytes).
+func readObject(ctx context.Context, st *store.Store, bucket, key string, it *Item) error {
+	if it.Size > MaxFileBytes {
+		it.TooBig = true
+		r, err := st.OpenSourceObject(ctx, bucket, key)
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		return hashStream(r, it)
+	}
+	data, err := st.GetSourceObject(ctx, bucket, key)
+	if err != nil {
+		return err
+	}
+	it.Data = data
+	return nil
 }
