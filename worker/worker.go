@@ -48,6 +48,10 @@ type Config struct {
 	Backoff, MaxBackoff time.Duration
 	// Grace is how long in-flight work may continue after the context ends before it is released (default 30 s).
 	Grace time.Duration
+	// JobTimeout bounds the work on one fetched set of jobs (an encode micro-batch, or one other job); past it the
+	// work is cancelled, progress is no longer signalled to JetStream, and the jobs count a transient failure
+	// (default 1 h). It keeps a hung store call or device from holding jobs for ever.
+	JobTimeout time.Duration
 	// Idle is the pause between polls when no job waits (default 200 ms).
 	Idle time.Duration
 	// Limits bound the images decoded.
@@ -105,6 +109,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if cfg.Idle <= 0 {
 		cfg.Idle = 200 * time.Millisecond
+	}
+	if cfg.JobTimeout <= 0 {
+		cfg.JobTimeout = time.Hour
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -220,7 +227,9 @@ func (r *runner) loop(ctx, work context.Context, consumers map[schema.Kind]jetst
 
 // handle runs one fetched set of messages, signalling progress to JetStream while it works.
 func (r *runner) handle(ctx context.Context, k schema.Kind, msgs []jetstream.Msg) {
-	stop := r.w.keepAlive(msgs)
+	ctx, cancel := context.WithTimeoutCause(ctx, r.w.cfg.JobTimeout, errJobTimeout)
+	defer cancel()
+	stop := r.w.keepAlive(ctx, msgs)
 	defer stop()
 	if k == schema.KindEncode {
 		r.encode(ctx, msgs)
@@ -231,8 +240,12 @@ func (r *runner) handle(ctx context.Context, k schema.Kind, msgs []jetstream.Msg
 	}
 }
 
-// keepAlive sends in-progress acknowledgements for msgs every third of the ack wait until stop is called.
-func (w *Worker) keepAlive(msgs []jetstream.Msg) (stop func()) {
+// errJobTimeout is the cause of a job context that ran past Config.JobTimeout.
+var errJobTimeout = errors.New("job ran past the worker's job timeout")
+
+// keepAlive sends in-progress acknowledgements for msgs every third of the ack wait until stop is called or ctx
+// ends (past the job timeout, work that does not return — a hung device call — then lets JetStream redeliver).
+func (w *Worker) keepAlive(ctx context.Context, msgs []jetstream.Msg) (stop func()) {
 	every := w.ackWait / 3
 	if every <= 0 {
 		every = time.Minute
@@ -245,6 +258,8 @@ func (w *Worker) keepAlive(msgs []jetstream.Msg) (stop func()) {
 		for {
 			select {
 			case <-done:
+				return
+			case <-ctx.Done():
 				return
 			case <-t.C:
 				for _, m := range msgs {
@@ -473,6 +488,10 @@ func IsPermanent(err error) bool {
 // fail settles a job that went wrong: failed and terminated when the error is permanent, released for a delayed
 // redelivery when it is transient.
 func (w *Worker) fail(ctx context.Context, t *task, err error) {
+	if c, cancel, ok := pastTimeout(ctx); ok {
+		defer cancel()
+		ctx, err = c, fmt.Errorf("%w (%s): %w", errJobTimeout, w.cfg.JobTimeout, err)
+	}
 	if ctx.Err() != nil {
 		w.release(t)
 		return
@@ -500,6 +519,16 @@ func (w *Worker) fail(ctx context.Context, t *task, err error) {
 	w.terminate(t, OutcomeFailed)
 }
 
+// pastTimeout reports whether ctx ended by the job timeout (rather than by shutdown), and if so returns a short
+// context, free of it, for settling the jobs.
+func pastTimeout(ctx context.Context) (context.Context, context.CancelFunc, bool) {
+	if !errors.Is(context.Cause(ctx), errJobTimeout) {
+		return ctx, func() {}, false
+	}
+	c, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	return c, cancel, true
+}
+
 // release gives an unfinished job back at shutdown, to be redelivered at once to another worker.
 func (w *Worker) release(t *task) {
 	if err := t.msg.Nak(); err != nil {
@@ -519,6 +548,11 @@ func (w *Worker) backoff(n uint64) time.Duration {
 
 // retry releases a transiently failed job with a delay, or on its last delivery moves it to the dead-letter stream.
 func (w *Worker) retry(ctx context.Context, t *task, err error) {
+	if c, cancel, ok := pastTimeout(ctx); ok {
+		// Past the job timeout the job counts a failed delivery; on shutdown it is only released.
+		defer cancel()
+		ctx = c
+	}
 	if ctx.Err() != nil {
 		w.release(t)
 		return

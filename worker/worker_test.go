@@ -962,3 +962,25 @@ func TestRegisterModelKeepsIdsToOneCheckpoint(t *testing.T) {
 		t.Fatalf("loading a DDIM baseline: %v, want a permanent ErrUnknownModel", err)
 	}
 }
+
+// Work that runs past the job timeout is cancelled and counts a failed delivery: the jobs are retried and, still
+// too slow, end dead with the reason, instead of being held (and kept alive) for ever.
+func TestJobTimeoutRetriesThenDead(t *testing.T) {
+	e := newEnv(t)
+	batch := "slow-" + randomHex(t, 3)
+	enqueue(t, e, e.fashion(t, 2), batch)
+	e.startWorker(t, e.st, func(c *Config) { c.JobTimeout = time.Millisecond })
+	s := e.waitBatch(t, batch, 2, time.Minute)
+	if s.Counts[store.StateDead] != 2 {
+		t.Fatalf("batch: %v; want 2 dead", s.Counts)
+	}
+	fails, err := e.st.Failures(context.Background(), batch, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fails {
+		if !strings.Contains(f.Error, "gave up after 5 deliveries") || !strings.Contains(f.Error, "job timeout") {
+			t.Errorf("dead job %+v: want the job timeout as its reason", f)
+		}
+	}
+}

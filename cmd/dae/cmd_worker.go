@@ -37,6 +37,7 @@ type workerFlags struct {
 	encodeSteps *int
 	kinds       *string
 	grace       *time.Duration
+	jobTimeout  *time.Duration
 	maxPixels   *int64
 }
 
@@ -50,6 +51,7 @@ func addWorkerFlags(fs *flag.FlagSet) workerFlags {
 		encodeSteps: fs.Int("encode-steps", 100, "DDIM steps of the stochastic encoder (x_T)"),
 		kinds:       fs.String("kinds", "", "comma-separated job kinds to pull (default all)"),
 		grace:       fs.Duration("grace", 30*time.Second, "after SIGTERM, how long in-flight jobs may finish before they are released"),
+		jobTimeout:  fs.Duration("job-timeout", time.Hour, "longest a fetched set of jobs may run before it is cancelled and retried"),
 		maxPixels:   fs.Int64("max-pixels", 0, "largest width×height decoded (0: the default budget)"),
 	}
 }
@@ -58,7 +60,10 @@ func addWorkerFlags(fs *flag.FlagSet) workerFlags {
 func (f workerFlags) config(log *slog.Logger, reg prometheus.Registerer) (worker.Config, error) {
 	cfg := worker.Config{
 		ModelDir: *f.models, Concurrency: *f.concurrency, Batch: *f.batch, EncodeSteps: *f.encodeSteps,
-		Grace: *f.grace, Limits: imageio.Limits{MaxPixels: *f.maxPixels}, Logger: log, Metrics: worker.NewMetrics(reg),
+		Grace: *f.grace, JobTimeout: *f.jobTimeout, Limits: imageio.Limits{MaxPixels: *f.maxPixels}, Logger: log, Metrics: worker.NewMetrics(reg),
+	}
+	if *f.jobTimeout <= 0 {
+		return cfg, fmt.Errorf("%w: --job-timeout %s: want a positive duration", errUsage, *f.jobTimeout)
 	}
 	if *f.concurrency < 1 || *f.batch < 1 || *f.encodeSteps < 1 || *f.encodeSteps > schema.MaxSteps {
 		return cfg, fmt.Errorf("%w: --concurrency, --batch must be positive and --encode-steps within 1..%d", errUsage, schema.MaxSteps)
