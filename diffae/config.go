@@ -91,40 +91,68 @@ func (c *Config) fillDefaults() {
 	}
 }
 
+// Bounds of a configuration: several times the presets' largest (ffhq256: 256×256 images, 6 and 7 levels, 512
+// channels, a latent MLP 2048 wide and 10 deep), yet small enough that a corrupt configuration fails here, naming
+// the field, rather than when the network is built.
+const (
+	maxImageSize    = 1024
+	maxLevels       = 10   // entries of channel_mult and enc_channel_mult
+	maxChannels     = 4096 // model_channels × a multiplier, embed_channels
+	maxResBlocks    = 16   // num_res_blocks, enc_num_res_block
+	maxLatentWidth  = 16384
+	maxLatentLayers = 64
+)
+
 // Validate checks that the configuration describes a network this package builds, naming the bad field.
 func (c *Config) Validate() error {
 	bad := func(field, format string, args ...any) error {
 		return fmt.Errorf("model configuration: field %q: %s", field, fmt.Sprintf(format, args...))
 	}
+	// mults checks the multipliers of a UNet's levels.
+	mults := func(field string, ms []int) error {
+		if len(ms) == 0 {
+			return bad(field, "empty")
+		}
+		if len(ms) > maxLevels {
+			return bad(field, "%d levels, at most %d", len(ms), maxLevels)
+		}
+		for _, m := range ms {
+			if m <= 0 || m > maxChannels/c.ModelChannels {
+				return bad(field, "%v: every level must have 1..%d channels (model_channels %d × multiplier)",
+					ms, maxChannels, c.ModelChannels)
+			}
+		}
+		return nil
+	}
 	switch {
 	case c.ModelType != "autoencoder" && c.ModelType != "ddpm":
 		return bad("model_type", "%q is neither autoencoder nor ddpm", c.ModelType)
-	case c.ImageSize <= 0:
-		return bad("image_size", "must be positive")
+	case c.ImageSize <= 0 || c.ImageSize > maxImageSize:
+		return bad("image_size", "%d: want 1..%d", c.ImageSize, maxImageSize)
 	case c.InChannels != 1 && c.InChannels != 3:
 		return bad("in_channels", "%d (1 or 3)", c.InChannels)
 	case c.OutChannels != c.InChannels:
 		return bad("out_channels", "%d differs from in_channels %d", c.OutChannels, c.InChannels)
-	case c.ModelChannels <= 0:
-		return bad("model_channels", "must be positive")
-	case len(c.ChannelMult) == 0:
-		return bad("channel_mult", "empty")
-	case c.NumResBlocks <= 0:
-		return bad("num_res_blocks", "must be positive")
-	case c.EmbedChannels <= 0:
-		return bad("embed_channels", "must be positive")
-	case c.ImageSize%(1<<(len(c.ChannelMult)-1)) != 0:
+	case c.ModelChannels <= 0 || c.ModelChannels > maxChannels:
+		return bad("model_channels", "%d: want 1..%d", c.ModelChannels, maxChannels)
+	case c.NumResBlocks <= 0 || c.NumResBlocks > maxResBlocks:
+		return bad("num_res_blocks", "%d: want 1..%d", c.NumResBlocks, maxResBlocks)
+	case c.EmbedChannels <= 0 || c.EmbedChannels > maxChannels:
+		return bad("embed_channels", "%d: want 1..%d", c.EmbedChannels, maxChannels)
+	}
+	if err := mults("channel_mult", c.ChannelMult); err != nil {
+		return err
+	}
+	if c.ImageSize%(1<<(len(c.ChannelMult)-1)) != 0 {
 		return bad("image_size", "%d is not divisible by 2^(levels-1)", c.ImageSize)
 	}
-	for _, m := range c.ChannelMult {
-		if m <= 0 {
-			return bad("channel_mult", "%v has a non-positive entry", c.ChannelMult)
-		}
-	}
 	if c.IsAutoencoder() {
+		if err := mults("enc_channel_mult", c.EncChannelMult); err != nil {
+			return err
+		}
 		switch {
-		case len(c.EncChannelMult) == 0:
-			return bad("enc_channel_mult", "empty")
+		case c.EncNumResBlock <= 0 || c.EncNumResBlock > maxResBlocks:
+			return bad("enc_num_res_block", "%d: want 1..%d", c.EncNumResBlock, maxResBlocks)
 		case c.EncPool != "adaptivenonzero":
 			return bad("enc_pool", "%q is not supported (adaptivenonzero)", c.EncPool)
 		case !c.ResnetTwoCond:
@@ -140,8 +168,12 @@ func (c *Config) Validate() error {
 		switch {
 		case l.NumChannels != c.EncOutChannels:
 			return bad("latent_net_conf.num_channels", "%d differs from z_sem size %d", l.NumChannels, c.EncOutChannels)
-		case l.NumLayers < 2:
-			return bad("latent_net_conf.num_layers", "at least 2")
+		case l.NumLayers < 2 || l.NumLayers > maxLatentLayers:
+			return bad("latent_net_conf.num_layers", "%d: want 2..%d", l.NumLayers, maxLatentLayers)
+		case l.NumHidChannels <= 0 || l.NumHidChannels > maxLatentWidth:
+			return bad("latent_net_conf.num_hid_channels", "%d: want 1..%d", l.NumHidChannels, maxLatentWidth)
+		case l.NumTimeEmbChannels <= 0 || l.NumTimeEmbChannels > maxLatentWidth:
+			return bad("latent_net_conf.num_time_emb_channels", "%d: want 1..%d", l.NumTimeEmbChannels, maxLatentWidth)
 		case l.Activation != "silu":
 			return bad("latent_net_conf.activation", "%q is not supported (silu)", l.Activation)
 		case l.LastAct != "none" && l.LastAct != "":

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"dae/nn"
@@ -304,16 +305,28 @@ func (t *Trainer) Resume(path string) error {
 	if st.Kind != t.State.Kind {
 		return fmt.Errorf("%s: holds %s training, not %s", path, st.Kind, t.State.Kind)
 	}
-	d := t.Model.Dev
+	// Every tensor is read and checked before any is uploaded, so that a bad file leaves the trainer as it was.
+	type upload struct {
+		dst *tensor.Tensor
+		v   []float32
+	}
+	var uploads []upload
+	load := func(name string, dst *tensor.Tensor) error {
+		v, shape, err := f.Get(name)
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(shape, dst.Shape) {
+			return fmt.Errorf("%s: tensor %q has shape %v, the model needs %v", path, name, shape, dst.Shape)
+		}
+		uploads = append(uploads, upload{dst, v})
+		return nil
+	}
 	for i, p := range t.ps.List {
 		for _, part := range []struct {
 			prefix string
 			dst    *tensor.Tensor
 		}{{"weight.", p.W}, {"adam_m.", nil}, {"adam_v.", nil}} {
-			v, _, err := f.Get(TrainPrefix + part.prefix + p.Name)
-			if err != nil {
-				return err
-			}
 			dst := part.dst
 			if dst == nil {
 				mo, vv := t.Opt.Moments(p)
@@ -322,15 +335,21 @@ func (t *Trainer) Resume(path string) error {
 					dst = vv
 				}
 			}
-			d.Upload(dst, v)
+			if err := load(TrainPrefix+part.prefix+p.Name, dst); err != nil {
+				return err
+			}
 		}
-		e, _, err := f.Get(p.Name)
-		if err != nil {
+		if err := load(p.Name, t.EMA.Shadow.List[i].W); err != nil {
 			return err
 		}
-		d.Upload(t.EMA.Shadow.List[i].W, e)
+	}
+	for _, u := range uploads {
+		t.Model.Dev.Upload(u.dst, u.v)
 	}
 	t.Opts = st.Options
+	if o, ok := t.obj.(*imageObjective); ok {
+		o.flip = st.Options.Flip // the stored options win, flips included
+	}
 	t.State.Options = st.Options
 	t.Opt.LR, t.Opt.WeightDecay = float32(st.Options.LR), float32(st.Options.WeightDecay)
 	t.Opt.Step = st.Step

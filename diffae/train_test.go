@@ -5,9 +5,11 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"dae/nn"
 	"dae/tensor"
 )
 
@@ -208,6 +210,75 @@ func TestResumeRejectsOtherKind(t *testing.T) {
 	}
 	if err := lt.Resume(path); err == nil {
 		t.Error("latent trainer resumed from an autoencoder checkpoint")
+	}
+}
+
+// checkpointOneStep trains a tiny autoencoder one step with o and writes its training checkpoint.
+func checkpointOneStep(t *testing.T, o TrainOptions) (string, fixedImages) {
+	t.Helper()
+	m := New(cpu, tinyConfig(t, false), 1)
+	data := newFixedImages(rand.New(rand.NewPCG(3, 4)), 2, m.ImageSize())
+	tr := NewImageTrainer(m, data, 2, o)
+	if _, err := tr.Step(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "ae.safetensors")
+	if err := tr.Checkpoint(path); err != nil {
+		t.Fatal(err)
+	}
+	return path, data
+}
+
+// TestResumeRejectsBadShape: a training tensor of the wrong shape is an error naming the file and the tensor (not
+// a panic), and the trainer is left as it was.
+func TestResumeRejectsBadShape(t *testing.T) {
+	path, data := checkpointOneStep(t, TrainOptions{Batch: 2, Seed: 1})
+	m, err := Load(cpu, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := nn.ReadSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := TrainPrefix + "adam_v." + m.UNet.Params.List[0].Name
+	var ts []nn.STTensor
+	for _, n := range f.Order {
+		v, s := get(t, f, n)
+		if n == bad {
+			v, s = v[:1], []int{1}
+		}
+		ts = append(ts, nn.STTensor{Name: n, Shape: s, Data: v})
+	}
+	if err := nn.WriteSafetensors(path, ts, "F32", f.Meta); err != nil {
+		t.Fatal(err)
+	}
+	tr := NewImageTrainer(m, data, 2, TrainOptions{Batch: 2, Seed: 1})
+	before := trainerState(tr)
+	err = tr.Resume(path)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), `"`+bad+`"`) {
+		t.Fatalf("resuming with %s of shape [1]: %v, want an error naming the file and the tensor", bad, err)
+	}
+	if d := firstDifference(before, trainerState(tr)); d != "" || tr.State.Step != 0 {
+		t.Errorf("a failed Resume changed the trainer (%s, step %d)", d, tr.State.Step)
+	}
+}
+
+// TestResumeUsesStoredFlip: the stored options win wholly, so a run with flips resumes with flips even when the
+// trainer was built without.
+func TestResumeUsesStoredFlip(t *testing.T) {
+	path, data := checkpointOneStep(t, TrainOptions{Batch: 2, Flip: true, Seed: 1})
+	m, err := Load(cpu, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := NewImageTrainer(m, data, 2, TrainOptions{Batch: 2, Seed: 1})
+	if err := tr.Resume(path); err != nil {
+		t.Fatal(err)
+	}
+	if !tr.Opts.Flip || !tr.obj.(*imageObjective).flip {
+		t.Errorf("resumed a run with flips: options flip %v, objective flip %v; want both true", tr.Opts.Flip,
+			tr.obj.(*imageObjective).flip)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -90,15 +91,12 @@ func ParseSafetensors(b []byte) (*STFile, error) {
 		if !ok {
 			return nil, fmt.Errorf("%w: tensor %q: unsupported dtype %q", ErrSafetensors, name, e.DType)
 		}
-		n := int64(1)
-		for _, s := range e.Shape {
-			if s < 0 {
-				return nil, fmt.Errorf("%w: tensor %q: negative dimension", ErrSafetensors, name)
-			}
-			n *= int64(s)
+		if slices.ContainsFunc(e.Shape, func(s int) bool { return s < 0 }) {
+			return nil, fmt.Errorf("%w: tensor %q: negative dimension", ErrSafetensors, name)
 		}
+		size, fits := shapeBytes(e.Shape, int64(sz), int64(len(data)))
 		lo, hi := e.DataOffsets[0], e.DataOffsets[1]
-		if lo < 0 || hi < lo || hi > int64(len(data)) || hi-lo != n*int64(sz) {
+		if !fits || lo < 0 || hi < lo || hi > int64(len(data)) || hi-lo != size {
 			return nil, fmt.Errorf("%w: tensor %q: offsets [%d,%d) do not hold %v %s in %d data bytes",
 				ErrSafetensors, name, lo, hi, e.Shape, e.DType, len(data))
 		}
@@ -110,6 +108,23 @@ func ParseSafetensors(b []byte) (*STFile, error) {
 		f.Order = append(f.Order, o.name)
 	}
 	return f, nil
+}
+
+// shapeBytes returns the size in bytes of a tensor of shape (no negative dimension) with elements of sz bytes, and
+// whether it is at most limit; the size is checked before each multiplication, so a huge shape cannot overflow
+// into a small one.
+func shapeBytes(shape []int, sz, limit int64) (int64, bool) {
+	if slices.Contains(shape, 0) {
+		return 0, true
+	}
+	n := sz
+	for _, s := range shape {
+		if int64(s) > limit/n {
+			return 0, false
+		}
+		n *= int64(s)
+	}
+	return n, n <= limit
 }
 
 // Float32 returns the tensor's values converted to float32.
@@ -163,6 +178,9 @@ type STTensor struct {
 	Data  []float32
 }
 
+// syncFile flushes a written file to disk (a variable so that tests can make it fail).
+var syncFile = (*os.File).Sync
+
 // WriteSafetensors writes tensors (as dtype "F32" or "F16") and metadata to path atomically.
 func WriteSafetensors(path string, ts []STTensor, dtype string, meta map[string]string) error {
 	b, err := EncodeSafetensors(ts, dtype, meta)
@@ -174,6 +192,11 @@ func WriteSafetensors(path string, ts []STTensor, dtype string, meta map[string]
 		return err
 	}
 	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := syncFile(tmp); err != nil { // on disk before the rename makes it the file
 		tmp.Close()
 		os.Remove(tmp.Name())
 		return err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -183,6 +184,12 @@ func TestSafetensorsRejectsMalformed(t *testing.T) {
 	if _, err := ParseSafetensors(good); err != nil {
 		t.Fatal(err)
 	}
+	// A dimension of 0 makes any other dimension hold nothing.
+	if f, err := ParseSafetensors(st(`{"w":{"dtype":"F32","shape":[4611686018427387904,0],"data_offsets":[0,0]}}`, nil)); err != nil {
+		t.Errorf("empty tensor with a huge dimension: %v", err)
+	} else if v, _, err := f.Get("w"); err != nil || len(v) != 0 {
+		t.Errorf("empty tensor with a huge dimension: %d values, %v", len(v), err)
+	}
 	hugeLen := append([]byte(nil), good...)
 	binary.LittleEndian.PutUint64(hugeLen, 1<<40)
 	for _, tc := range []struct {
@@ -202,6 +209,9 @@ func TestSafetensorsRejectsMalformed(t *testing.T) {
 		{"offsets reversed", st(`{"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}`, make([]byte, 16)), `"w"`},
 		{"negative offset", st(`{"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}}`, make([]byte, 16)), `"w"`},
 		{"negative dimension", st(`{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}`, make([]byte, 16)), `"w"`},
+		// 2⁶²·4 bytes and 2⁵⁸·64·4 bytes wrap to 0 in 64 bits: the empty offsets must not pass for them.
+		{"byte size overflows", st(`{"w":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}}`, nil), `"w"`},
+		{"element count overflows", st(`{"w":{"dtype":"F32","shape":[288230376151711744,64],"data_offsets":[0,0]}}`, nil), `"w"`},
 		{"unknown dtype", st(`{"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}}`, make([]byte, 16)), "Q4"},
 		{"bad metadata", st(`{"__metadata__":{"a":1}}`, nil), "__metadata__"},
 	} {
@@ -285,5 +295,34 @@ func TestLoadParams(t *testing.T) {
 	NewConv2d(small, "enc.conv", 2, 3, 3)
 	if err := LoadParams(small, f, true, "head"); err != nil {
 		t.Errorf("strict load ignoring the head prefix: %v", err)
+	}
+}
+
+// TestWriteSafetensorsSyncs: the new file is flushed to disk before it replaces the old one, and when that fails
+// the old file is kept and no temporary file is left behind.
+func TestWriteSafetensorsSyncs(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.safetensors")
+	old := []STTensor{{Name: "w", Shape: []int{1}, Data: []float32{1}}}
+	if err := WriteSafetensors(path, old, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	errDisk := errors.New("disk full")
+	synced := 0
+	syncFile = func(f *os.File) error { synced++; return errDisk }
+	defer func() { syncFile = (*os.File).Sync }()
+	err := WriteSafetensors(path, []STTensor{{Name: "w", Shape: []int{1}, Data: []float32{2}}}, "F32", nil)
+	if !errors.Is(err, errDisk) || synced != 1 {
+		t.Fatalf("write with a failing sync: error %v after %d syncs, want %v after 1", err, synced, errDisk)
+	}
+	f, err := ReadSafetensors(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := f.Get("w"); err != nil || v[0] != 1 {
+		t.Errorf("the old file was replaced: w = %v, %v", v, err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

@@ -217,6 +217,9 @@ func TestAppsTiny(t *testing.T) {
 		{"other model", runManipulate, []string{"--model", other, "--classifier", cls, "--scale", "1", imgs[0]}, "trained on model"},
 		{"one input", runInterpolate, []string{"--model", model, imgs[0]}, "usage"},
 		{"bad condition", runSample, []string{"--model", model, "--condition", "odd", "--classifier", cls}, "attribute=positive"},
+		{"stray argument", runSample, []string{"--model", model, "--n", "1", "--steps", "1", "--steps-latent", "1", "--out", filepath.Join(dir, "x"), "stray"}, "unexpected arguments"},
+		{"too many latent steps", runSample, []string{"--model", model, "--n", "1", "--steps", "1", "--steps-latent", "5000", "--out", filepath.Join(dir, "x")}, "--steps-latent 5000: want 1..1000"},
+		{"no latent steps", runSample, []string{"--model", model, "--n", "1", "--steps", "1", "--steps-latent", "0", "--out", filepath.Join(dir, "x")}, "--steps-latent 0: want 1..1000"},
 		{"no latent stats", runSample, []string{"--model", noStats, "--n", "1", "--steps", "2", "--steps-latent", "2", "--out", filepath.Join(dir, "x")}, "latent"},
 		{"mode", runClassify, []string{"--model", model, "--mode", "semi", "--out", cls}, "binary or pu"},
 	}

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"image"
 	"image/color"
@@ -317,6 +319,44 @@ func TestErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Codes whose shapes need 2⁵⁹·32·4 and 2⁵⁹·768·4 bytes, which wrap to 0 in 64 bits, with no data; and codes
+	// whose steps are out of range.
+	cf, err := nn.ReadSafetensors(codesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codesMeta := map[string]string{}
+	for k, v := range cf.Meta {
+		codesMeta[k] = v
+	}
+	delete(codesMeta, codesMetaInputs)
+	header, err := json.Marshal(map[string]any{
+		"__metadata__": codesMeta,
+		codesTensorZ:   map[string]any{"dtype": "F32", "shape": []int{1 << 59, 32}, "data_offsets": []int{0, 0}},
+		codesTensorXT:  map[string]any{"dtype": "F32", "shape": []int{1 << 59, 3, 16, 16}, "data_offsets": []int{0, 0}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	overflow := filepath.Join(dir, "overflow.safetensors")
+	if err := os.WriteFile(overflow, append(binary.LittleEndian.AppendUint64(nil, uint64(len(header))), header...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var codesTensors []nn.STTensor
+	for _, n := range cf.Order {
+		v, s := getTensor(t, cf, n)
+		codesTensors = append(codesTensors, nn.STTensor{Name: n, Shape: s, Data: v})
+	}
+	codesMeta = map[string]string{}
+	for k, v := range cf.Meta {
+		codesMeta[k] = v
+	}
+	codesMeta[codesMetaSteps] = "5000"
+	manySteps := filepath.Join(dir, "steps.safetensors")
+	if err := nn.WriteSafetensors(manySteps, codesTensors, "F32", codesMeta); err != nil {
+		t.Fatal(err)
+	}
+
 	out := filepath.Join(dir, "out")
 	enc := func(extra ...string) []string {
 		return append([]string{"--model", model, "--steps", "2", "--out", filepath.Join(dir, "c2.safetensors")}, extra...)
@@ -344,6 +384,10 @@ func TestErrors(t *testing.T) {
 		{"codes with another z_sem size", runDecode, dec(wide, "--any-model"), errOtherModel, []string{codesPath, "z_sem is 32-d, the model's is 48-d"}},
 		{"codes with another x_T shape", runDecode, dec(grey, "--any-model"), errOtherModel, []string{codesPath, "x_T is [3 16 16]"}},
 		{"image as codes", runDecode, []string{"--model", model, "--codes", imgs[0], "--out", out}, nn.ErrSafetensors, []string{imgs[0]}},
+		{"codes whose shapes overflow", runDecode, []string{"--model", model, "--codes", overflow, "--out", out}, nn.ErrSafetensors,
+			[]string{overflow, `tensor "`, "do not hold"}},
+		{"codes with steps out of range", runDecode, []string{"--model", model, "--codes", manySteps, "--out", out}, nil,
+			[]string{manySteps, `"steps" = 5000`}},
 		{"model as codes", runDecode, []string{"--model", model, "--codes", model, "--out", out}, nil, []string{model, "not a codes file"}},
 		{"encode without --out", runEncode, []string{"--model", model, imgs[0]}, errUsage, []string{"--out"}},
 		{"encode without images", runEncode, []string{"--model", model, "--out", codesPath}, errUsage, []string{"no images"}},
@@ -375,6 +419,92 @@ func TestErrors(t *testing.T) {
 	// The same codes decode with the other weights when asked to.
 	if err := runDecode(ctx, dec(other, "--any-model")); err != nil {
 		t.Errorf("--any-model: %v", err)
+	}
+}
+
+// TestTrainResumeFlags: resuming a run refuses the flags of a new run that were given and differ from the stored
+// ones (they would be ignored), names each with its stored value, and accepts them when they agree.
+func TestTrainResumeFlags(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	testImages(t, data, 2, 16, 16)
+	out := filepath.Join(dir, "run.safetensors")
+	run := func(extra ...string) error {
+		return runTrain(ctx, append([]string{"--data", data, "--out", out, "--checkpoint-every", "0", "--threads", "1"}, extra...))
+	}
+	if err := run("--preset", "tiny", "--batch", "2", "--steps", "1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		says []string
+	}{
+		{[]string{"--batch", "4"}, []string{"--batch 4 (the run has 2)"}},
+		{[]string{"--lr", "0.5"}, []string{"--lr 0.5 (the run has 0.0001)"}},
+		{[]string{"--no-flip"}, []string{"--no-flip true (the run has false)"}},
+		{[]string{"--seed", "9"}, []string{"--seed 9 (the run has 1)"}},
+		{[]string{"--preset", "fm32", "--baseline"}, []string{"--preset fm32 (the run has tiny)", "--baseline true (the run has false)"}},
+	} {
+		err := run(append(tc.args, "--steps", "2")...)
+		if !errors.Is(err, errUsage) {
+			t.Errorf("resume with %q: %v, want a usage error", tc.args, err)
+			continue
+		}
+		for _, s := range append(tc.says, out) {
+			if !strings.Contains(err.Error(), s) {
+				t.Errorf("resume with %q: error %q does not say %q", tc.args, err, s)
+			}
+		}
+	}
+	m, err := diffae.Load(tensor.NewCPU(1), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(m.Meta[diffae.MetaTrainState], `"step":1,`) {
+		t.Errorf("a refused resume trained: state %s", m.Meta[diffae.MetaTrainState])
+	}
+	// The same settings, spelled otherwise, resume.
+	if err := run("--preset", "tiny", "--baseline=false", "--batch", "2", "--lr", "1e-4", "--seed", "1", "--no-flip=false", "--steps", "2"); err != nil {
+		t.Errorf("resume with the stored settings given: %v", err)
+	}
+	// A baseline run is of its preset too.
+	out = filepath.Join(dir, "ddim.safetensors")
+	if err := run("--preset", "tiny", "--baseline", "--no-flip", "--batch", "2", "--steps", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("--preset", "tiny", "--baseline", "--no-flip", "--steps", "2"); err != nil {
+		t.Errorf("resume of a baseline run with its settings given: %v", err)
+	}
+	err = run("--baseline=false", "--steps", "3")
+	if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "--baseline false (the run has true)") {
+		t.Errorf("resume of a baseline run with --baseline=false: %v, want a usage error saying so", err)
+	}
+}
+
+// TestHoldsShape: readCodes's check that a tensor's values fill its shape holds for shapes whose element count
+// overflows, where multiplying out would wrap to the number of values.
+func TestHoldsShape(t *testing.T) {
+	for _, tc := range []struct {
+		n     int
+		shape []int
+		want  bool
+	}{
+		{6, []int{2, 3}, true},
+		{5, []int{2, 3}, false},
+		{7, []int{2, 3}, false},
+		{0, []int{0, 1 << 62}, true},
+		{0, []int{1 << 59, 32}, false},        // 2⁶⁴ elements wrap to 0
+		{0, []int{1 << 59, 3, 16, 16}, false}, // 3·2⁶⁷ too
+		{768, []int{1, 3, 16, 16}, true},
+		{1, nil, true},
+	} {
+		if got := holdsShape(make([]float32, tc.n), tc.shape); got != tc.want {
+			t.Errorf("holdsShape(%d values, %v) = %v, want %v", tc.n, tc.shape, got, tc.want)
+		}
 	}
 }
 

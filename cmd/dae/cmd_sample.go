@@ -41,8 +41,12 @@ func addSampleFlags(fs *flag.FlagSet, n int) sampleFlags {
 	}
 }
 
-// conditionClassifier returns the classifier named by --condition, or nil for unconditional sampling.
+// conditionClassifier checks the sampling flags and returns the classifier named by --condition, or nil for
+// unconditional sampling.
 func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, error) {
+	if *f.latentSteps < 1 || *f.latentSteps > diffae.NumTrainSteps {
+		return nil, fmt.Errorf("%w: --steps-latent %d: want 1..%d", errUsage, *f.latentSteps, diffae.NumTrainSteps)
+	}
 	if !(*f.minProb > 0 && *f.minProb < 1) {
 		return nil, fmt.Errorf("%w: --min-prob %g: want a probability strictly between 0 and 1", errUsage, *f.minProb)
 	}
@@ -83,8 +87,12 @@ func runSample(ctx context.Context, args []string) error {
 	mf := addModelFlags(fs)
 	sf := addSampleFlags(fs, 16)
 	out := fs.String("out", "samples", "output directory: one PNG per sample and sheet.png")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
 	}
 	if *sf.n < 1 {
 		return fmt.Errorf("%w: --n %d: want at least 1", errUsage, *sf.n)

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"dae/diffae"
@@ -53,6 +56,9 @@ func runTrain(ctx context.Context, args []string) error {
 		if m, err = diffae.Load(dev, *out); err != nil {
 			return err
 		}
+		if err := checkResumeFlags(fs, *out, m); err != nil {
+			return err
+		}
 		resume = true
 	} else {
 		cfg, err := diffae.Preset(*preset)
@@ -73,13 +79,74 @@ func runTrain(ctx context.Context, args []string) error {
 		if err := tr.Resume(*out); err != nil {
 			return err
 		}
-		// The options of the run being resumed win, so that the continuation is the same run.
+		// The options of the run being resumed win, so that the continuation is the same run (checkResumeFlags
+		// refused flags that say otherwise).
 		fmt.Fprintf(os.Stderr, "resuming %s at step %d\n", *out, tr.State.Step)
 	}
 	if *logPath == "" {
 		*logPath = *out + ".loss.csv"
 	}
 	return trainLoop(ctx, tr, *out, *logPath, *steps, *every, *minutes, m.Describe()+" on "+dev.Name())
+}
+
+// checkResumeFlags refuses the flags of a new run that were set on the command line and differ from the run stored
+// in out, which a resume continues unchanged: ignoring them silently would train something else than asked.
+func checkResumeFlags(fs *flag.FlagSet, out string, m *diffae.Model) error {
+	var st diffae.TrainState
+	if err := json.Unmarshal([]byte(m.Meta[diffae.MetaTrainState]), &st); err != nil {
+		return fmt.Errorf("%s: no training state to resume from: %v", out, err)
+	}
+	o := st.Options
+	stored := map[string]string{
+		"preset":   presetOf(m.Cfg),
+		"baseline": strconv.FormatBool(!m.Cfg.IsAutoencoder()),
+		"batch":    strconv.Itoa(o.Batch),
+		"lr":       fmt.Sprint(o.LR),
+		"no-flip":  strconv.FormatBool(!o.Flip),
+		"seed":     strconv.FormatUint(o.Seed, 10),
+	}
+	var differ []string
+	fs.Visit(func(f *flag.Flag) {
+		was, ok := stored[f.Name]
+		if !ok {
+			return
+		}
+		same := f.Value.String() == was
+		switch f.Name {
+		case "preset": // celeba64 and ffhq64 are the same network
+			same = isPreset(m.Cfg, f.Value.String())
+		case "lr":
+			same = f.Value.(flag.Getter).Get().(float64) == o.LR
+		}
+		if !same {
+			differ = append(differ, fmt.Sprintf("--%s %s (the run has %s)", f.Name, f.Value, was))
+		}
+	})
+	if len(differ) > 0 {
+		return fmt.Errorf("%w: %s is a run to resume with its own settings: %s; leave these flags out to resume, or "+
+			"give another --out for a new run", errUsage, out, strings.Join(differ, ", "))
+	}
+	return nil
+}
+
+// isPreset reports whether cfg is the network of the named preset or of its baseline.
+func isPreset(cfg *diffae.Config, name string) bool {
+	p, err := diffae.Preset(name)
+	return err == nil && (p.Clone().JSON() == cfg.JSON() || p.Baseline().Clone().JSON() == cfg.JSON())
+}
+
+// presetOf names the preset that cfg is (or is the baseline of), or says that it is none.
+func presetOf(cfg *diffae.Config) string {
+	var names []string
+	for _, name := range diffae.PresetNames() {
+		if isPreset(cfg, name) {
+			names = append(names, name)
+		}
+	}
+	if len(names) == 0 {
+		return "no preset"
+	}
+	return strings.Join(names, " or ")
 }
 
 // trainLoop runs steps until total, writing the checkpoint every `every` steps, at the end and when ctx ends, with

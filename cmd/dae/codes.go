@@ -96,6 +96,9 @@ func readCodes(path string) (*codes, error) {
 		if c.Steps, err = strconv.Atoi(s); err != nil {
 			return nil, bad("metadata %q = %q is not a number", codesMetaSteps, s)
 		}
+		if c.Steps < 0 || c.Steps > diffae.NumTrainSteps {
+			return nil, bad("metadata %q = %d: want 0..%d (0: semantic only)", codesMetaSteps, c.Steps, diffae.NumTrainSteps)
+		}
 	}
 	if s, ok := f.Meta[codesMetaInputs]; ok && s != "null" {
 		if err := json.Unmarshal([]byte(s), &c.Inputs); err != nil {
@@ -116,6 +119,9 @@ func readCodes(path string) (*codes, error) {
 		if c.Z, err = e.Float32(); err != nil {
 			return nil, bad("%s: %v", codesTensorZ, err)
 		}
+		if !holdsShape(c.Z, e.Shape) {
+			return nil, bad("%s has %d values, not the shape %v", codesTensorZ, len(c.Z), e.Shape)
+		}
 		c.ZDim = e.Shape[1]
 		if err := setN(codesTensorZ, e.Shape[0]); err != nil {
 			return nil, err
@@ -127,6 +133,9 @@ func readCodes(path string) (*codes, error) {
 		}
 		if c.XT, err = e.Float32(); err != nil {
 			return nil, bad("%s: %v", codesTensorXT, err)
+		}
+		if !holdsShape(c.XT, e.Shape) {
+			return nil, bad("%s has %d values, not the shape %v", codesTensorXT, len(c.XT), e.Shape)
 		}
 		c.XTShape = slices.Clone(e.Shape[1:])
 		if err := setN(codesTensorXT, e.Shape[0]); err != nil {
@@ -140,6 +149,22 @@ func readCodes(path string) (*codes, error) {
 		return nil, bad("%d input names for %d codes", len(c.Inputs), c.N)
 	}
 	return c, nil
+}
+
+// holdsShape reports whether v has exactly the elements of shape, without multiplying out a shape that may be
+// large enough to overflow.
+func holdsShape(v []float32, shape []int) bool {
+	if slices.Contains(shape, 0) {
+		return len(v) == 0
+	}
+	n := len(v)
+	for _, s := range shape {
+		if s <= 0 || n%s != 0 {
+			return false
+		}
+		n /= s
+	}
+	return n == 1
 }
 
 // checkModel says whether c can be decoded by m: the same weights (unless anyModel, for the same network saved
