@@ -1,6 +1,7 @@
 package diffae
 
 import (
+	"errors"
 	"fmt"
 	"math"
 
@@ -51,7 +52,7 @@ func fromBetas(betas []float64) *Schedule {
 func (s *Schedule) Respace(n int) (*Schedule, error) {
 	total := len(s.AlphaBar)
 	if n <= 0 || n > total {
-		return nil, fmt.Errorf("steps %d: must be in 1..%d", n, total)
+		return nil, fmt.Errorf("%w: steps %d: must be in 1..%d", ErrSteps, n, total)
 	}
 	for stride := 1; stride <= total; stride++ {
 		if (total+stride-1)/stride == n {
@@ -63,9 +64,12 @@ func (s *Schedule) Respace(n int) (*Schedule, error) {
 			return out, nil
 		}
 	}
-	return nil, fmt.Errorf("steps %d: no stride of %d steps gives exactly %d (the reference's ddim%d is undefined)",
-		n, total, n, n)
+	return nil, fmt.Errorf("%w: steps %d: no stride of %d steps gives exactly %d (the reference's ddim%d is undefined)",
+		ErrSteps, n, total, n, n)
 }
+
+// ErrSteps marks a step count that no respacing of the schedule gives.
+var ErrSteps = errors.New("bad step count")
 
 // Len is the number of steps.
 func (s *Schedule) Len() int { return len(s.AlphaBar) }

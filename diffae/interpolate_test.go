@@ -49,3 +49,31 @@ func TestSlerpKeepsNormOfOrthogonalUnitVectors(t *testing.T) {
 		}
 	}
 }
+
+// Opposite vectors turn through an orthogonal direction: every frame keeps a norm between the ends' (the middle
+// one is not the zero vector), and the ends are a and b.
+func TestSlerpOppositeVectors(t *testing.T) {
+	t.Parallel()
+	a := []float32{1, 2, 3}
+	b := []float32{-2, -4, -6}
+	for _, alpha := range []float64{0, 0.25, 0.5, 0.75, 1} {
+		got, err := Slerp(a, b, alpha)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n float64
+		for _, v := range got {
+			n += float64(v) * float64(v)
+		}
+		want := (1-alpha)*math.Sqrt(14) + alpha*math.Sqrt(56)
+		if math.Abs(math.Sqrt(n)-want) > 1e-5 {
+			t.Errorf("α = %v: %v has norm %v, want %v", alpha, got, math.Sqrt(n), want)
+		}
+		for i, end := range map[float64][]float32{0: a, 1: b}[alpha] {
+			if math.Abs(float64(got[i]-end)) > 1e-5 {
+				t.Errorf("α = %v: %v, want %v", alpha, got, map[float64][]float32{0: a, 1: b}[alpha])
+				break
+			}
+		}
+	}
+}

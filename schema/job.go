@@ -426,6 +426,28 @@ func (c *checker) result() error {
 // MaxSteps is the most DDIM steps a job may ask for (the training process has 1000).
 const MaxSteps = 1000
 
+// StepsValid reports whether n DDIM steps exist over the 1000-step process: as in the reference's respacing, the
+// steps are every s-th timestep from 0 for a stride s, so n must be ⌈1000/s⌉ for some s (1..20 all are, 37 is not).
+func StepsValid(n int) bool {
+	if n < 1 || n > MaxSteps {
+		return false
+	}
+	for s := 1; s <= MaxSteps; s++ {
+		if (MaxSteps+s-1)/s == n {
+			return true
+		}
+	}
+	return false
+}
+
+// steps checks a step count: 1..MaxSteps and one that respacing can make.
+func (c *checker) steps(field string, n int) {
+	c.intRange(field, int64(n), 1, MaxSteps)
+	if n >= 1 && n <= MaxSteps && !StepsValid(n) {
+		c.fail(field, "%d: no stride of the %d-step process gives exactly %d steps", n, MaxSteps, n)
+	}
+}
+
 // Validate checks every field.
 func (j *Encode) Validate() error {
 	c := checker{kind: KindEncode}
@@ -433,7 +455,7 @@ func (j *Encode) Validate() error {
 	c.hash("image_hash", j.ImageHash)
 	c.text("source", j.Source, 4096)
 	if j.Steps != 0 {
-		c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+		c.steps("steps", j.Steps)
 	}
 	return c.result()
 }
@@ -443,9 +465,14 @@ func (j *Decode) Validate() error {
 	c := checker{kind: KindDecode}
 	c.header(j.Header)
 	c.hash("image_hash", j.ImageHash)
-	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+	c.steps("steps", j.Steps)
 	switch j.Noise {
-	case "encoded", "random":
+	case "encoded":
+		if j.Seed != 0 {
+			// The stored x_T is decoded: a seed would change nothing but the job's key (and so repeat its work).
+			c.fail("seed", "%d given with x_t encoded; a seed is for x_t random only", j.Seed)
+		}
+	case "random":
 	case "":
 		c.fail("x_t", "missing")
 	default:
@@ -461,7 +488,7 @@ func (j *Manipulate) Validate() error {
 	c.hash("image_hash", j.ImageHash)
 	c.name("attribute", j.Attribute, true)
 	c.moveBy(j.Scale, j.Target)
-	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+	c.steps("steps", j.Steps)
 	c.rounds(j.Rounds, j.Target)
 	return c.result()
 }
@@ -473,7 +500,7 @@ func (j *Interpolate) Validate() error {
 	c.hash("image_hash_a", j.ImageHashA)
 	c.hash("image_hash_b", j.ImageHashB)
 	c.intRange("frames", int64(j.Frames), 2, 256)
-	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+	c.steps("steps", j.Steps)
 	return c.result()
 }
 
@@ -482,8 +509,8 @@ func (j *Sample) Validate() error {
 	c := checker{kind: KindSample}
 	c.header(j.Header)
 	c.intRange("count", int64(j.Count), 1, 1024)
-	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
-	c.intRange("latent_steps", int64(j.LatentSteps), 1, MaxSteps)
+	c.steps("steps", j.Steps)
+	c.steps("latent_steps", j.LatentSteps)
 	c.name("attribute", j.Attribute, false)
 	switch {
 	case j.MinProb == 0:
@@ -523,7 +550,7 @@ func (j *Regenerate) Validate() error {
 	default:
 		c.fail("op", "%q not one of decode, manipulate", clip(string(j.Op)))
 	}
-	c.intRange("steps", int64(j.Steps), 1, MaxSteps)
+	c.steps("steps", j.Steps)
 	c.intRange("generation", j.Generation, 1, math.MaxInt64)
 	c.name("query", j.Query, false)
 	return c.result()

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -99,7 +100,7 @@ func (s *Store) FailInvalidJob(ctx context.Context, kind schema.Kind, dedupKey s
 func (s *Store) RecordDeadJob(ctx context.Context, kind schema.Kind, dedupKey string, msg []byte, batch, reason string) error {
 	payload := msg
 	var obj map[string]json.RawMessage
-	if json.Unmarshal(msg, &obj) != nil {
+	if json.Unmarshal(msg, &obj) != nil || bytes.Contains(msg, []byte(`\u0000`)) {
 		payload = rawPayload(msg)
 	}
 	if err := s.insertRowless(ctx, StateDead, kind, dedupKey, payload, batch, reason); err != nil {
@@ -114,8 +115,14 @@ func rawPayload(raw []byte) []byte {
 	if len(raw) > maxRaw {
 		raw = raw[:maxRaw]
 	}
-	b, _ := json.Marshal(map[string]string{"raw": strings.ToValidUTF8(string(raw), "\uFFFD")}) // a string always marshals
+	// Postgres text and jsonb hold no NUL character (jsonb refuses \u0000): it becomes U+FFFD like invalid UTF-8.
+	b, _ := json.Marshal(map[string]string{"raw": pgText(string(raw))}) // a string always marshals
 	return b
+}
+
+// pgText makes s storable in a Postgres text or jsonb string: valid UTF-8 without NUL (each becomes U+FFFD).
+func pgText(s string) string {
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // insertRowless inserts a finished job (state failed or dead) for a message that had no row, keeping any row the
@@ -127,6 +134,7 @@ func (s *Store) insertRowless(ctx context.Context, state string, kind schema.Kin
 	if reason == "" {
 		return errors.New("empty reason")
 	}
+	reason = pgText(reason)
 	_, err := s.pool.Exec(ctx, `
 INSERT INTO jobs (batch_id, kind, dedup_key, payload, state, attempts, last_error, started_at, finished_at)
 VALUES ((SELECT id FROM batches WHERE id = $1), $2, $3, $4, $5, 1, $6, now(), now())

@@ -243,6 +243,7 @@ func (s *Store) FinishJob(ctx context.Context, dedupKey, state, reason string) e
 	default:
 		return fmt.Errorf("store: finish job %s: %q is not a final state", dedupKey, state)
 	}
+	reason = pgText(reason)
 	var exists bool
 	err := s.pool.QueryRow(ctx, `
 WITH u AS (
@@ -263,7 +264,7 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE dedup_key = $1)`, dedupKey, state, reaso
 func (s *Store) RetryJob(ctx context.Context, dedupKey, reason string) error {
 	tag, err := s.pool.Exec(ctx, `
 UPDATE jobs SET state = 'queued', last_error = $2, updated_at = now()
-WHERE dedup_key = $1 AND state IN ('queued', 'running')`, dedupKey, reason)
+WHERE dedup_key = $1 AND state IN ('queued', 'running')`, dedupKey, pgText(reason))
 	if err != nil {
 		return fmt.Errorf("store: retry job %s: %w", dedupKey, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"dae/schema"
 	"encoding/hex"
 	"fmt"
 	"math"
@@ -411,5 +412,23 @@ func TestProbeWritesSeesReadOnlyStore(t *testing.T) {
 	defer nb.Close()
 	if err := nb.ProbeWrites(ctx); err == nil || !strings.Contains(err.Error(), noBucket.BucketOutputs) {
 		t.Errorf("probe with a missing outputs bucket: %v, want a refusal naming the bucket", err)
+	}
+}
+
+// A message or a reason holding NUL (which Postgres text and jsonb refuse) is still recorded, the NUL replaced, so
+// that a hostile message fails once instead of being retried until it is dead.
+func TestNulInMessageAndReasonIsRecorded(t *testing.T) {
+	t.Parallel()
+	s := openFresh(t)
+	ctx := context.Background()
+	if err := s.FailInvalidJob(ctx, schema.KindEncode, "encode/x/nul-1", []byte("{\"v\":1,\x00}"), "", "bad\x00message"); err != nil {
+		t.Fatalf("FailInvalidJob with NUL: %v", err)
+	}
+	if err := s.RecordDeadJob(ctx, schema.KindEncode, "encode/x/nul-2", []byte(`{"v":1,"source":"a\u0000b"}`), "", "gave up\x00"); err != nil {
+		t.Fatalf("RecordDeadJob with an escaped NUL: %v", err)
+	}
+	var n int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM jobs WHERE dedup_key LIKE 'encode/x/nul-%' AND last_error LIKE '%'||chr(65533)||'%'`).Scan(&n); err != nil || n != 2 {
+		t.Errorf("jobs recorded with the NUL replaced: %d, %v; want 2", n, err)
 	}
 }

@@ -90,6 +90,9 @@ func New(cfg Config) (*Worker, error) {
 	if cfg.EncodeSteps <= 0 {
 		cfg.EncodeSteps = diffae.DefaultSteps
 	}
+	if !schema.StepsValid(cfg.EncodeSteps) {
+		return nil, fmt.Errorf("worker: %d encoder steps: no stride of the %d-step process gives exactly that many", cfg.EncodeSteps, schema.MaxSteps)
+	}
 	if len(cfg.Kinds) == 0 {
 		cfg.Kinds = schema.Kinds()
 	}
@@ -482,7 +485,8 @@ func permanent(err error) error { return permanentError{err} }
 func IsPermanent(err error) bool {
 	var p permanentError
 	return errors.As(err, &p) || imageio.IsInvalid(err) || errors.Is(err, schema.ErrInvalid) ||
-		errors.Is(err, ErrUnknownModel) || errors.Is(err, diffae.ErrCheckpoint) || store.IsRefused(err)
+		errors.Is(err, ErrUnknownModel) || errors.Is(err, diffae.ErrCheckpoint) || errors.Is(err, diffae.ErrSteps) ||
+		store.IsRefused(err)
 }
 
 // fail settles a job that went wrong: failed and terminated when the error is permanent, released for a delayed
