@@ -200,6 +200,10 @@ func TestAppsTiny(t *testing.T) {
 
 	other := tinyLatentModel(t, dir, 2)
 	noStats := tinyModel(t, dir, 3, nil)
+	classify := func(extra ...string) []string {
+		return append([]string{"--model", model, "--codes", codesPath, "--labels", labels, "--holdout", "0", "--epochs", "1",
+			"--out", filepath.Join(dir, "bad.json")}, extra...)
+	}
 	errTests := []struct {
 		name string
 		run  func(context.Context, []string) error
@@ -222,6 +226,31 @@ func TestAppsTiny(t *testing.T) {
 		{"no latent steps", runSample, []string{"--model", model, "--n", "1", "--steps", "1", "--steps-latent", "0", "--out", filepath.Join(dir, "x")}, "--steps-latent 0: want 1..1000"},
 		{"no latent stats", runSample, []string{"--model", noStats, "--n", "1", "--steps", "2", "--steps-latent", "2", "--out", filepath.Join(dir, "x")}, "latent"},
 		{"mode", runClassify, []string{"--model", model, "--mode", "semi", "--out", cls}, "binary or pu"},
+		// Positional arguments where none are taken, numbers out of range and flags that would be ignored: each
+		// named, before any work (a classifier that would be written goes to bad.json, not over cls).
+		{"classify stray argument", runClassify, classify("stray", "--epochs", "2"), `unexpected arguments ["stray" "--epochs" "2"]`},
+		{"classify no epochs", runClassify, classify("--epochs", "0"), "--epochs 0: want at least 1"},
+		{"classify lr", runClassify, classify("--lr", "-1"), "--lr -1: want a finite number above 0"},
+		{"classify hold-out", runClassify, classify("--holdout", "1"), "--holdout 1: want a share in [0, 1)"},
+		{"classify hold-out NaN", runClassify, classify("--holdout", "NaN"), "--holdout NaN"},
+		{"classify few-shot", runClassify, classify("--few-shot", "-1"), "--few-shot -1: want at least 0"},
+		{"classify n with codes", runClassify, classify("--n", "5"), "--n applies only with Fashion-MNIST images, not with --codes"},
+		{"classify cache with codes", runClassify, classify("--cache", dir, "--test-n", "3"), "--cache, --test-n apply only with Fashion-MNIST"},
+		{"eval sample stray argument", runEvalSample, []string{"--model", model, "--probe", cls, "--n", "1", "stray"}, `unexpected arguments ["stray"]`},
+		{"eval sample no samples", runEvalSample, []string{"--model", model, "--probe", cls, "--n", "0"}, "--n 0: want at least 1"},
+		{"eval sample negative samples", runEvalSample, []string{"--model", model, "--probe", cls, "--n", "-2"}, "--n -2: want at least 1"},
+		{"eval sample latent steps", runEvalSample, []string{"--model", model, "--probe", cls, "--steps-latent", "0"}, "--steps-latent 0: want 1..1000"},
+		{"eval sample data without pixel probe", runEvalSample, []string{"--model", model, "--probe", cls, "--n", "1", "--data", dir},
+			"--data applies only with --pixel-probe"},
+		{"eval manipulate stray argument", runEvalManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "stray"},
+			`unexpected arguments ["stray"]`},
+		{"eval manipulate no images", runEvalManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--n", "0"},
+			"--n 0: want at least 1"},
+		{"eval manipulate negative images", runEvalManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--n", "-1"},
+			"--n -1: want at least 1"},
+		{"eval interpolate stray argument", runEvalInterpolate, []string{"--model", model, "--baseline", model, "stray"}, `unexpected arguments ["stray"]`},
+		{"encode steps", runManipulate, []string{"--model", model, "--classifier", cls, "--scale", "1", "--encode-steps", "5000", imgs[0]},
+			"--encode-steps 5000: want 0..1000"},
 	}
 	for _, tc := range errTests {
 		err := tc.run(ctx, tc.args)

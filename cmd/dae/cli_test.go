@@ -364,6 +364,13 @@ func TestErrors(t *testing.T) {
 	dec := func(m string, extra ...string) []string {
 		return append([]string{"--model", m, "--codes", codesPath, "--steps", "2", "--out", out}, extra...)
 	}
+	nodata := filepath.Join(dir, "nodata")
+	train := func(extra ...string) []string {
+		return append([]string{"--preset", "tiny", "--data", nodata, "--out", filepath.Join(dir, "run.safetensors"), "--steps", "0"}, extra...)
+	}
+	latent := func(extra ...string) []string {
+		return append([]string{"--model", model, "--data", nodata, "--out", filepath.Join(dir, "lat.safetensors"), "--steps", "0"}, extra...)
+	}
 	for _, tc := range []struct {
 		name string
 		run  func(context.Context, []string) error
@@ -399,6 +406,34 @@ func TestErrors(t *testing.T) {
 		{"decode with arguments", runDecode, dec(model, imgs[0]), errUsage, []string{"unexpected"}},
 		{"seed without random x_T", runDecode, dec(model, "--seed", "3"), errUsage, []string{"--random-xt"}},
 		{"reconstruct without images", runReconstruct, []string{"--model", model, "--out", out}, errUsage, []string{"no images"}},
+		// Positional arguments where a command takes none: flag parsing stops at the first, so the flags after it
+		// were silently dropped too.
+		{"train with arguments", runTrain, train("stray", "--batch", "4"), errUsage, []string{`unexpected arguments ["stray" "--batch" "4"]`}},
+		{"export with arguments", runExport, []string{"--model", model, "--out", filepath.Join(dir, "e.safetensors"), "stray", "--dtype", "F32"},
+			errUsage, []string{`unexpected arguments ["stray" "--dtype" "F32"]`}},
+		{"bench with arguments", runBench, []string{"--presets", "nope", "stray"}, errUsage, []string{`unexpected arguments ["stray"]`}},
+		// Numbers out of range, each named.
+		{"train batch 0", runTrain, train("--batch", "0"), errUsage, []string{"--batch 0: want at least 1"}},
+		{"train lr 0", runTrain, train("--lr", "0"), errUsage, []string{"--lr 0: want a finite number above 0"}},
+		{"train lr NaN", runTrain, train("--lr", "NaN"), errUsage, []string{"--lr NaN"}},
+		{"train minutes", runTrain, train("--minutes", "-1"), errUsage, []string{"--minutes -1"}},
+		{"train checkpoint-every", runTrain, train("--checkpoint-every", "-1"), errUsage, []string{"--checkpoint-every -1"}},
+		{"train steps", runTrain, train("--steps", "-1"), errUsage, []string{"--steps -1"}},
+		{"train-latent n", runTrainLatent, latent("--n", "-1"), errUsage, []string{"--n -1: want at least 0"}},
+		{"train-latent weight decay", runTrainLatent, latent("--weight-decay", "-0.1"), errUsage, []string{"--weight-decay -0.1"}},
+		{"train-latent encode batch", runTrainLatent, latent("--encode-batch", "0"), errUsage, []string{"--encode-batch 0"}},
+		{"train-latent batch", runTrainLatent, latent("--batch", "0"), errUsage, []string{"--batch 0"}},
+		{"train-latent threads", runTrainLatent, latent("--threads", "-1"), errUsage, []string{"--threads -1"}},
+		{"train-latent dtype without export", runTrainLatent, latent("--export-dtype", "F32"), errUsage,
+			[]string{"--export-dtype applies only with --export"}},
+		{"bench threads", runBench, []string{"--presets", "nope", "--threads", "-1"}, errUsage, []string{"--threads -1"}},
+		{"eval recon batch", runEvalRecon, []string{"--model", model, "--batch", "0"}, errUsage, []string{"--batch 0"}},
+		{"eval recon threads", runEvalRecon, []string{"--model", model, "--threads", "-2"}, errUsage, []string{"--threads -2"}},
+		{"eval probe recon steps", runEvalProbe, []string{"--model", model, "--recon-steps", "0"}, errUsage, []string{"--recon-steps 0: want 1..1000"}},
+		{"eval probe n-train", runEvalProbe, []string{"--model", model, "--n-train", "-5"}, errUsage, []string{"--n-train -5"}},
+		{"eval probe epochs", runEvalProbe, []string{"--model", model, "--epochs", "0"}, errUsage, []string{"--epochs 0"}},
+		{"eval probe batch", runEvalProbe, []string{"--model", model, "--batch", "0"}, errUsage, []string{"--batch 0"}},
+		{"eval probe encode batch", runEvalProbe, []string{"--model", model, "--encode-batch", "0"}, errUsage, []string{"--encode-batch 0"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.run(ctx, tc.args)

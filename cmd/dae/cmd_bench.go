@@ -55,7 +55,11 @@ func runBench(ctx context.Context, args []string) error {
 	seconds := fs.Float64("seconds", 2, "least time per path and round (at least one iteration)")
 	threads := fs.Int("threads", 0, "CPU threads (0: all)")
 	peakSec := fs.Float64("peak-seconds", 0.5, "time to measure the cores' FMA peak after each round")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := firstError(noArgs(pos), atLeast("threads", *threads, 0)); err != nil {
 		return err
 	}
 	if *rounds < 1 || *seconds <= 0 || *peakSec <= 0 {

@@ -224,14 +224,31 @@ func runClassify(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
 	if *out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	if err := firstError(atLeast("n", *n, 0), atLeast("test-n", *testN, 0), atLeast("few-shot", *k, 0),
+		atLeast("epochs", *epochs, 1), positive("lr", *lr)); err != nil {
+		return err
+	}
+	if !(*holdout >= 0 && *holdout < 1) {
+		return fmt.Errorf("%w: --holdout %v: want a share in [0, 1)", errUsage, *holdout)
+	}
+	// The codes and labels of --codes replace the Fashion-MNIST images these flags choose.
+	if err := onlyWith(fs, *codesPath == "", "Fashion-MNIST images, not with --codes", "n", "test-n", "data", "cache"); err != nil {
+		return err
 	}
 	if *mode != "binary" && *mode != "pu" {
 		return fmt.Errorf("%w: --mode %q: want binary or pu", errUsage, *mode)
 	}
 	if (*codesPath == "") != (*labelsPath == "") {
 		return fmt.Errorf("%w: --codes and --labels go together", errUsage)
+	}
+	if err := nonNegative("l2", *l2); err != nil {
+		return err
 	}
 	m, err := mf.load()
 	if err != nil {
@@ -291,9 +308,6 @@ func runClassify(ctx context.Context, args []string) error {
 	var mean, std []float32
 	if m.Stats != nil {
 		mean, std = m.Stats.Mean, m.Stats.Std
-	}
-	if *l2 < 0 || math.IsNaN(*l2) || math.IsInf(*l2, 0) {
-		return fmt.Errorf("%w: --l2 %v: want a finite number ≥ 0", errUsage, *l2)
 	}
 	o := diffae.ClassifierOptions{Epochs: *epochs, LR: *lr, L2: *l2, PU: *mode == "pu", Seed: *seed, HoldOut: *holdout}
 	if *l2 == 0 {

@@ -53,6 +53,9 @@ func runCron(ctx context.Context, args []string) error {
 	case "classifiers":
 		return cronClassifiers(ctx, args)
 	case "config":
+		if err := noArgs(args); err != nil {
+			return err
+		}
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(cron.DefaultConfig())
@@ -118,8 +121,8 @@ func cronServe(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	conf, err := loadCronConfig(*config)
 	if err != nil {
@@ -208,8 +211,8 @@ func cronDefine(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	def := store.Regeneration{ID: name, ModelID: *model, Attribute: *attr, MinScore: float32(*minScore),
 		MaxScore: float32(*maxScore), BatchID: *batch, MaxImages: *limit, Op: schema.Kind(*op), OpAttribute: *opAttr,
@@ -233,6 +236,9 @@ func cronDefine(ctx context.Context, args []string) error {
 func cronList(ctx context.Context, args []string) error {
 	fs := cronFlags("list")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := noArgs(fs.Args()); err != nil {
 		return err
 	}
 	st, err := openStore(ctx)
@@ -279,6 +285,9 @@ func cronRuns(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := firstError(noArgs(fs.Args()), atLeast("limit", *limit, 1)); err != nil {
+		return err
+	}
 	st, err := openStore(ctx)
 	if err != nil {
 		return err
@@ -310,6 +319,9 @@ func cronClassifiers(ctx context.Context, args []string) error {
 	model := fs.String("model", "", "model id (required)")
 	attr := fs.String("attribute", "", "attribute (required)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := noArgs(fs.Args()); err != nil {
 		return err
 	}
 	if err := schema.CheckName(*model); err != nil {

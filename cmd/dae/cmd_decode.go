@@ -75,16 +75,14 @@ func runDecode(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", errUsage, err)
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	if *codesPath == "" || *out == "" {
 		return fmt.Errorf("%w: --codes and --out are required", errUsage)
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["seed"] && !*randomXt {
-		return fmt.Errorf("%w: --seed applies only with --random-xt", errUsage)
+	if err := onlyWith(fs, *randomXt, "--random-xt", "seed"); err != nil {
+		return err
 	}
 	m, err := mf.load()
 	if err != nil {
@@ -98,7 +96,7 @@ func runDecode(ctx context.Context, args []string) error {
 		return err
 	}
 	steps := *mf.steps
-	if !set["steps"] && c.Steps > 0 {
+	if len(givenFlags(fs, "steps")) == 0 && c.Steps > 0 {
 		steps = c.Steps
 	}
 	xT := c.XT

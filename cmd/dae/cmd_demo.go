@@ -44,11 +44,17 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *wf.encodeSteps == 100 && !flagSet(fs, "encode-steps") {
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
+	if *wf.encodeSteps == 100 && len(givenFlags(fs, "encode-steps")) == 0 {
 		*wf.encodeSteps = 20 // a demo on a CPU: 20 DDIM steps for x_T
 	}
 	if *n < 1 {
 		return fmt.Errorf("%w: --images must be positive", errUsage)
+	}
+	if err := atLeast("compare", *inproc, 0); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	wcfg, err := wf.config(log, prometheus.NewRegistry())
@@ -137,12 +143,6 @@ func runDemo(ctx context.Context, args []string) error {
 		}
 	}
 	return demoQuery(ctx, st, id)
-}
-
-func flagSet(fs *flag.FlagSet, name string) bool {
-	set := false
-	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-	return set
 }
 
 // waitForBatch prints the batch's progress every two seconds until nothing is queued or running.

@@ -74,6 +74,9 @@ func runEnqueue(ctx context.Context, args []string) error {
 	if kind == schema.KindEncode && source == "" {
 		return fmt.Errorf("%w: enqueue encode needs a SOURCE", errUsage)
 	}
+	if err := firstError(within("encode-steps", *encodeSteps, 0, schema.MaxSteps), atLeast("chunk", *chunk, 1)); err != nil {
+		return err
+	}
 	st, err := openStore(ctx)
 	if err != nil {
 		return err

@@ -26,6 +26,9 @@ func runExport(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
 	if *model == "" || *out == "" {
 		return fmt.Errorf("%w: --model and --out are required", errUsage)
 	}

@@ -363,8 +363,8 @@ func labelsCheck(ctx context.Context, fs *flag.FlagSet, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	f, err := os.Open(*truthPath)
 	if err != nil {

@@ -186,8 +186,9 @@ func (f editFlags) edit(c *diffae.Classifier) (diffae.Edit, error) {
 		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: want 1..%d", errUsage, e.Rounds, diffae.MaxEditRounds)
 	case e.Rounds > 1 && !e.ToLogit:
 		return diffae.Edit{}, fmt.Errorf("%w: --rounds %d: only an edit to a target (--target, --target-logit) can be repeated", errUsage, e.Rounds)
-	case e.EncodeSteps < 0:
-		return diffae.Edit{}, fmt.Errorf("%w: --encode-steps %d: want ≥ 0", errUsage, e.EncodeSteps)
+	case e.EncodeSteps < 0 || e.EncodeSteps > diffae.NumTrainSteps:
+		return diffae.Edit{}, fmt.Errorf("%w: --encode-steps %d: want 0..%d (0: as --steps)", errUsage, e.EncodeSteps,
+			diffae.NumTrainSteps)
 	}
 	if err := e.Check(); err != nil {
 		return diffae.Edit{}, err

@@ -62,8 +62,8 @@ func runQuery(ctx context.Context, args []string) error {
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	if *limit < 1 {
 		return fmt.Errorf("%w: --limit must be positive", errUsage)

@@ -41,31 +41,40 @@ func addSampleFlags(fs *flag.FlagSet, n int) sampleFlags {
 	}
 }
 
-// conditionClassifier checks the sampling flags and returns the classifier named by --condition, or nil for
-// unconditional sampling.
-func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, error) {
-	if *f.latentSteps < 1 || *f.latentSteps > diffae.NumTrainSteps {
-		return nil, fmt.Errorf("%w: --steps-latent %d: want 1..%d", errUsage, *f.latentSteps, diffae.NumTrainSteps)
+// check checks the sampling flags; the commands call it before they load anything.
+func (f sampleFlags) check() error {
+	if err := firstError(atLeast("n", *f.n, 1), within("steps-latent", *f.latentSteps, 1, diffae.NumTrainSteps)); err != nil {
+		return err
 	}
 	if !(*f.minProb > 0 && *f.minProb < 1) {
-		return nil, fmt.Errorf("%w: --min-prob %g: want a probability strictly between 0 and 1", errUsage, *f.minProb)
+		return fmt.Errorf("%w: --min-prob %g: want a probability strictly between 0 and 1", errUsage, *f.minProb)
 	}
 	if *f.condition == "" {
 		if *f.minProb != diffae.DefaultMinProb {
-			return nil, fmt.Errorf("%w: --min-prob without --condition attribute=positive", errUsage)
+			return fmt.Errorf("%w: --min-prob without --condition attribute=positive", errUsage)
 		}
 		if *f.classifier != "" {
-			return nil, fmt.Errorf("%w: --classifier without --condition attribute=positive", errUsage)
+			return fmt.Errorf("%w: --classifier without --condition attribute=positive", errUsage)
 		}
-		return nil, nil
+		return nil
 	}
 	attr, val, ok := strings.Cut(*f.condition, "=")
 	if !ok || val != "positive" || attr == "" {
-		return nil, fmt.Errorf("%w: --condition %q: want attribute=positive", errUsage, *f.condition)
+		return fmt.Errorf("%w: --condition %q: want attribute=positive", errUsage, *f.condition)
 	}
 	if *f.classifier == "" {
-		return nil, fmt.Errorf("%w: --condition needs --classifier", errUsage)
+		return fmt.Errorf("%w: --condition needs --classifier", errUsage)
 	}
+	return nil
+}
+
+// conditionClassifier returns the classifier named by --condition (flags that check accepted), or nil for
+// unconditional sampling.
+func (f sampleFlags) conditionClassifier(m *diffae.Model) (*diffae.Classifier, error) {
+	if *f.condition == "" {
+		return nil, nil
+	}
+	attr, _, _ := strings.Cut(*f.condition, "=")
 	return classifierFor(*f.classifier, attr, m, *f.anyModel)
 }
 
@@ -91,11 +100,8 @@ func runSample(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, pos)
-	}
-	if *sf.n < 1 {
-		return fmt.Errorf("%w: --n %d: want at least 1", errUsage, *sf.n)
+	if err := firstError(noArgs(pos), sf.check()); err != nil {
+		return err
 	}
 	m, err := mf.load()
 	if err != nil {

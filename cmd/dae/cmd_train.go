@@ -43,8 +43,14 @@ func runTrain(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
 	if *out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	if err := checkTrainFlags(*steps, *every, *minutes, *batch, *lr); err != nil {
+		return err
 	}
 	dev, err := openDevice(*device, *threads)
 	if err != nil {
@@ -92,34 +98,57 @@ func runTrain(ctx context.Context, args []string) error {
 // checkResumeFlags refuses the flags of a new run that were set on the command line and differ from the run stored
 // in out, which a resume continues unchanged: ignoring them silently would train something else than asked.
 func checkResumeFlags(fs *flag.FlagSet, out string, m *diffae.Model) error {
-	var st diffae.TrainState
-	if err := json.Unmarshal([]byte(m.Meta[diffae.MetaTrainState]), &st); err != nil {
-		return fmt.Errorf("%s: no training state to resume from: %v", out, err)
+	st, err := storedTrainState(m, out)
+	if err != nil {
+		return err
 	}
 	o := st.Options
-	stored := map[string]string{
-		"preset":   presetOf(m.Cfg),
-		"baseline": strconv.FormatBool(!m.Cfg.IsAutoencoder()),
-		"batch":    strconv.Itoa(o.Batch),
-		"lr":       fmt.Sprint(o.LR),
-		"no-flip":  strconv.FormatBool(!o.Flip),
-		"seed":     strconv.FormatUint(o.Seed, 10),
+	return refuseChangedFlags(fs, out, map[string]storedFlag{
+		// celeba64 and ffhq64 are the same network
+		"preset":   {value: presetOf(m.Cfg), same: func(v flag.Value) bool { return isPreset(m.Cfg, v.String()) }},
+		"baseline": {value: strconv.FormatBool(!m.Cfg.IsAutoencoder())},
+		"batch":    {value: strconv.Itoa(o.Batch)},
+		"lr":       storedFloat(o.LR),
+		"no-flip":  {value: strconv.FormatBool(!o.Flip)},
+		"seed":     {value: strconv.FormatUint(o.Seed, 10)},
+	})
+}
+
+// storedTrainState reads the training state of the run stored in out (loaded as m).
+func storedTrainState(m *diffae.Model, out string) (diffae.TrainState, error) {
+	var st diffae.TrainState
+	if err := json.Unmarshal([]byte(m.Meta[diffae.MetaTrainState]), &st); err != nil {
+		return st, fmt.Errorf("%s: no training state to resume from: %v", out, err)
 	}
+	return st, nil
+}
+
+// storedFlag is the value a run being resumed holds for a flag of a new run.
+type storedFlag struct {
+	value string                // as the run has it
+	same  func(flag.Value) bool // whether a given value is the stored one; nil: when it prints as value
+}
+
+// storedFloat is a stored float flag, the same value however it is spelt (1e-4, 0.0001).
+func storedFloat(v float64) storedFlag {
+	return storedFlag{fmt.Sprint(v), func(f flag.Value) bool { return f.(flag.Getter).Get().(float64) == v }}
+}
+
+// refuseChangedFlags refuses the flags of stored that were set on the command line and differ from the run stored
+// in out, naming each with the run's value: a resume continues the run unchanged, so they would be ignored.
+func refuseChangedFlags(fs *flag.FlagSet, out string, stored map[string]storedFlag) error {
 	var differ []string
 	fs.Visit(func(f *flag.Flag) {
-		was, ok := stored[f.Name]
+		s, ok := stored[f.Name]
 		if !ok {
 			return
 		}
-		same := f.Value.String() == was
-		switch f.Name {
-		case "preset": // celeba64 and ffhq64 are the same network
-			same = isPreset(m.Cfg, f.Value.String())
-		case "lr":
-			same = f.Value.(flag.Getter).Get().(float64) == o.LR
+		same := f.Value.String() == s.value
+		if s.same != nil {
+			same = s.same(f.Value)
 		}
 		if !same {
-			differ = append(differ, fmt.Sprintf("--%s %s (the run has %s)", f.Name, f.Value, was))
+			differ = append(differ, fmt.Sprintf("--%s %s (the run has %s)", f.Name, f.Value, s.value))
 		}
 	})
 	if len(differ) > 0 {
@@ -127,6 +156,12 @@ func checkResumeFlags(fs *flag.FlagSet, out string, m *diffae.Model) error {
 			"give another --out for a new run", errUsage, out, strings.Join(differ, ", "))
 	}
 	return nil
+}
+
+// checkTrainFlags checks the flags of the training loop that train and train-latent share.
+func checkTrainFlags(steps, every int, minutes float64, batch int, lr float64) error {
+	return firstError(atLeast("steps", steps, 0), atLeast("checkpoint-every", every, 0),
+		nonNegative("minutes", minutes), atLeast("batch", batch, 1), positive("lr", lr))
 }
 
 // isPreset reports whether cfg is the network of the named preset or of its baseline.

@@ -54,8 +54,8 @@ cached (OUT.zsem.safetensors) so that a resume does not encode again.`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	if *model == "" && *out == "" {
 		return fmt.Errorf("%w: --model is required (or --out of a run to resume)", errUsage)
@@ -72,6 +72,11 @@ cached (OUT.zsem.safetensors) so that a resume does not encode again.`)
 	if *dtype != "F16" && *dtype != "F32" {
 		return fmt.Errorf("%w: --export-dtype %q: want F16 or F32", errUsage, *dtype)
 	}
+	if err := firstError(checkTrainFlags(*steps, *every, *minutes, *batch, *lr), atLeast("n", *limit, 0),
+		nonNegative("weight-decay", *wd), atLeast("encode-batch", *encBatch, 1), atLeast("threads", *threads, 0),
+		onlyWith(fs, *export != "", "--export", "export-dtype")); err != nil {
+		return err
+	}
 	dev := tensor.NewCPU(*threads)
 
 	// A run that exists resumes: its file holds the encoder it was started with (the image checkpoint it came
@@ -84,6 +89,11 @@ cached (OUT.zsem.safetensors) so that a resume does not encode again.`)
 	m, err := diffae.Load(dev, src)
 	if err != nil {
 		return err
+	}
+	if resume {
+		if err := checkLatentResumeFlags(fs, *out, m); err != nil {
+			return err
+		}
 	}
 	if m.Enc == nil {
 		return fmt.Errorf("%w: %s is a DDIM baseline: it has no semantic encoder", errUsage, src)
@@ -121,6 +131,7 @@ cached (OUT.zsem.safetensors) so that a resume does not encode again.`)
 		if err := tr.Resume(*out); err != nil {
 			return err
 		}
+		// The options of the run win (checkLatentResumeFlags refused flags that say otherwise).
 		fmt.Fprintf(os.Stderr, "resuming %s at step %d\n", *out, tr.State.Step)
 	}
 	opt := "AdamW"
@@ -141,6 +152,22 @@ cached (OUT.zsem.safetensors) so that a resume does not encode again.`)
 		fmt.Fprintf(os.Stderr, "exported %s (%s)\n", *export, *dtype)
 	}
 	return nil
+}
+
+// checkLatentResumeFlags refuses the flags of a new latent run that were set on the command line and differ from the
+// run stored in out (loaded as m), which a resume continues unchanged.
+func checkLatentResumeFlags(fs *flag.FlagSet, out string, m *diffae.Model) error {
+	st, err := storedTrainState(m, out)
+	if err != nil {
+		return err
+	}
+	o := st.Options
+	return refuseChangedFlags(fs, out, map[string]storedFlag{
+		"batch":        {value: strconv.Itoa(o.Batch)},
+		"lr":           storedFloat(o.LR),
+		"weight-decay": storedFloat(o.WeightDecay),
+		"seed":         {value: strconv.FormatUint(o.Seed, 10)},
+	})
 }
 
 // Metadata of the z_sem cache: which encoder and which images the codes come from.

@@ -63,6 +63,12 @@ func runUp(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := noArgs(fs.Args()); err != nil {
+		return err
+	}
+	if *wait < 0 {
+		return fmt.Errorf("%w: --wait %s: want 0 (one try) or more", errUsage, *wait)
+	}
 	loadStackEnv()
 	cfg, err := store.ConfigFromEnv()
 	if err != nil {

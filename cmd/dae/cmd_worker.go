@@ -65,6 +65,9 @@ func (f workerFlags) config(log *slog.Logger, reg prometheus.Registerer) (worker
 	if *f.jobTimeout <= 0 {
 		return cfg, fmt.Errorf("%w: --job-timeout %s: want a positive duration", errUsage, *f.jobTimeout)
 	}
+	if *f.grace <= 0 {
+		return cfg, fmt.Errorf("%w: --grace %s: want a positive duration", errUsage, *f.grace)
+	}
 	if *f.concurrency < 1 || *f.batch < 1 || *f.encodeSteps < 1 || *f.encodeSteps > schema.MaxSteps {
 		return cfg, fmt.Errorf("%w: --concurrency, --batch must be positive and --encode-steps within 1..%d", errUsage, schema.MaxSteps)
 	}
@@ -104,8 +107,8 @@ func runWorker(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	var handler slog.Handler = slog.NewTextHandler(os.Stderr, nil)
 	if *jsonLogs {

@@ -79,7 +79,11 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	anyModel := fs.Bool("any-model", false, "use classifiers trained on another checkpoint of the same network")
 	pixelProbe := fs.Int("pixel-probe", 0, "also judge the decoded edits by a ten-class linear probe on raw pixels, trained on this many "+
 		"training images (solved exactly, ridge 0.01): a verdict that does not go through the encoder the edits were steered by")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
 		return err
 	}
 	if *clsPath == "" {
@@ -87,6 +91,9 @@ func runEvalManipulate(ctx context.Context, args []string) error {
 	}
 	if *pixelProbe < 0 {
 		return fmt.Errorf("%w: --pixel-probe %d: want a number of training images (0: none)", errUsage, *pixelProbe)
+	}
+	if err := atLeast("n", *n, 1); err != nil {
+		return err
 	}
 	m, err := mf.load()
 	if err != nil {
@@ -314,7 +321,11 @@ func runEvalInterpolate(ctx context.Context, args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the pair choice")
 	data := fs.String("data", "", "Fashion-MNIST IDX directory (default: the Debian package's)")
 	strips := fs.String("strips", "", "directory for the strips of the first three pairs (Diff-AE row over DDIM row)")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
 		return err
 	}
 	if *baseline == "" || *frames < 3 || *pairs < 1 {
@@ -390,7 +401,11 @@ func runEvalSample(ctx context.Context, args []string) error {
 	data := fs.String("data", "", "Fashion-MNIST IDX directory for --pixel-probe (default: the Debian package's)")
 	pixelProbe := fs.Int("pixel-probe", 0, "also judge the samples by a ten-class linear probe on raw pixels, trained on this many "+
 		"training images: a verdict that does not go through the encoder")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(pos); err != nil {
 		return err
 	}
 	if *probePath == "" {
@@ -398,6 +413,9 @@ func runEvalSample(ctx context.Context, args []string) error {
 	}
 	if *pixelProbe < 0 {
 		return fmt.Errorf("%w: --pixel-probe %d: want a number of training images (0: none)", errUsage, *pixelProbe)
+	}
+	if err := firstError(sf.check(), onlyWith(fs, *pixelProbe > 0, "--pixel-probe", "data")); err != nil {
+		return err
 	}
 	m, err := mf.load()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -100,6 +101,26 @@ func TestEvalCommandsTiny(t *testing.T) {
 		}
 	}
 	latent("3")
+	// A resume refuses the run's settings given otherwise (they would be ignored), naming each with the run's value,
+	// and trains nothing; latent() gives --batch 4, the run's, and resumes below.
+	for _, tc := range []struct {
+		args []string
+		says string
+	}{
+		{[]string{"--batch", "8"}, "--batch 8 (the run has 4)"},
+		{[]string{"--lr", "0.5"}, "--lr 0.5 (the run has 0.0001)"},
+		{[]string{"--weight-decay", "0"}, "--weight-decay 0 (the run has 0.01)"},
+		{[]string{"--seed", "9"}, "--seed 9 (the run has 1)"},
+	} {
+		err := runTrainLatent(ctx, append([]string{"--model", model, "--data", data, "--out", out, "--n", "16", "--steps", "4",
+			"--checkpoint-every", "2", "--threads", "1"}, tc.args...))
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), out) {
+			t.Errorf("resume with %q: %v, want a usage error naming %s and saying %q", tc.args, err, out, tc.says)
+		}
+	}
+	if got := trainStep(t, out); got != 3 {
+		t.Fatalf("a refused resume trained: latent checkpoint at step %d, want 3", got)
+	}
 	cache := out + ".zsem.safetensors"
 	st, err := os.Stat(cache)
 	if err != nil {

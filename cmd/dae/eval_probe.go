@@ -128,22 +128,20 @@ and the pixel probe on its pixels.`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	if *l2 < 0 || math.IsNaN(*l2) || math.IsInf(*l2, 0) {
 		return fmt.Errorf("%w: --l2 %v: want a finite number ≥ 0", errUsage, *l2)
 	}
-	if !*tune {
-		var stray []string
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "tune-epochs" || f.Name == "tune-l2" || f.Name == "tune-lr" || f.Name == "val-share" {
-				stray = append(stray, "--"+f.Name)
-			}
-		})
-		if len(stray) > 0 {
-			return fmt.Errorf("%w: %s only apply with --tune", errUsage, strings.Join(stray, ", "))
-		}
+	if err := onlyWith(fs, *tune, "--tune", "tune-epochs", "tune-l2", "tune-lr", "val-share"); err != nil {
+		return err
+	}
+	if err := firstError(atLeast("n-train", *nTrain, 0), atLeast("n-test", *nTest, 0), atLeast("epochs", *epochs, 1),
+		positive("lr", *lr), atLeast("batch", *batch, 1), nonNegative("pixel-min-std", *minStd),
+		within("recon-steps", *reconSteps, 1, diffae.NumTrainSteps), atLeast("n-recon", *nRecon, 0),
+		atLeast("encode-batch", *encBatch, 1), atLeast("threads", *threads, 0)); err != nil {
+		return err
 	}
 	var tg *probeGrid
 	if *tune {

@@ -101,8 +101,8 @@ and PSNR with their standard errors.`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	if err := noArgs(fs.Args()); err != nil {
+		return err
 	}
 	if *model == "" && *baseline == "" {
 		return fmt.Errorf("%w: give --model, --baseline or both", errUsage)
@@ -111,8 +111,8 @@ and PSNR with their standard errors.`)
 	if err != nil {
 		return fmt.Errorf("%w: --steps: %v", errUsage, err)
 	}
-	if *n <= 0 {
-		return fmt.Errorf("%w: --n %d: want at least 1", errUsage, *n)
+	if err := firstError(atLeast("n", *n, 1), atLeast("batch", *batch, 1), atLeast("threads", *threads, 0)); err != nil {
+		return err
 	}
 	if *traceT < 0 || *traceT > 1000 {
 		return fmt.Errorf("%w: --x0-trace %d: want 0 (off) or a number of steps up to 1000", errUsage, *traceT)

@@ -30,6 +30,18 @@ func TestJobCommandsRefuseBadArguments(t *testing.T) {
 		{"worker bad device", runWorker, []string{"--device", "tpu"}, `--device "tpu"`},
 		{"worker zero batch", runWorker, []string{"--batch", "0"}, "must be positive"},
 		{"demo no images", runDemo, []string{"--images", "0"}, "--images"},
+		{"demo compare", runDemo, []string{"--compare", "-1"}, "--compare -1"},
+		{"demo arguments", runDemo, []string{"stray", "--images", "5"}, `unexpected arguments ["stray" "--images" "5"]`},
+		{"up arguments", runUp, []string{"stray"}, `unexpected arguments ["stray"]`},
+		{"up wait", runUp, []string{"--wait", "-1s"}, "--wait -1s"},
+		{"cron list arguments", runCron, []string{"list", "stray"}, `unexpected arguments ["stray"]`},
+		{"cron runs arguments", runCron, []string{"runs", "stray", "--limit", "5"}, `unexpected arguments ["stray" "--limit" "5"]`},
+		{"cron runs limit", runCron, []string{"runs", "--limit", "0"}, "--limit 0: want at least 1"},
+		{"cron classifiers arguments", runCron, []string{"classifiers", "--model", "m", "--attribute", "a", "stray"}, `unexpected arguments ["stray"]`},
+		{"cron config arguments", runCron, []string{"config", "stray"}, `unexpected arguments ["stray"]`},
+		{"worker grace", runWorker, []string{"--grace", "0s"}, "--grace 0s"},
+		{"enqueue chunk", runEnqueue, []string{"encode", "src", "--model", "m", "--chunk", "0"}, "--chunk 0: want at least 1"},
+		{"enqueue encode steps", runEnqueue, []string{"encode", "src", "--model", "m", "--encode-steps", "5000"}, "--encode-steps 5000: want 0..1000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
