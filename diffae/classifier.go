@@ -181,7 +181,7 @@ func TrainClassifier(attribute string, z []float32, d int, labels []bool, o Clas
 		return nil, fmt.Errorf("classifier %q: give both mean and std or neither", attribute)
 	case mean != nil && (len(mean) != d || len(std) != d):
 		return nil, fmt.Errorf("classifier %q: normalisation of size %d/%d for codes of %d", attribute, len(mean), len(std), d)
-	case o.HoldOut < 0 || o.HoldOut >= 1:
+	case !(o.HoldOut >= 0 && o.HoldOut < 1): // NaN too
 		return nil, fmt.Errorf("classifier %q: hold-out share %v not in [0, 1)", attribute, o.HoldOut)
 	}
 	n := len(labels)

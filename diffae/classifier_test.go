@@ -109,6 +109,7 @@ func TestTrainClassifierErrors(t *testing.T) {
 		{"label count", z, 2, []bool{true, false}, ClassifierOptions{}},
 		{"one class", z, 2, []bool{true, true, true, true}, ClassifierOptions{}},
 		{"hold-out", z, 2, []bool{true, false, true, false}, ClassifierOptions{HoldOut: 1}},
+		{"hold-out NaN", z, 2, []bool{true, false, true, false}, ClassifierOptions{HoldOut: math.NaN()}},
 	}
 	for _, tc := range tests {
 		if _, err := TrainClassifier("x", tc.z, tc.d, tc.labels, tc.o, nil, nil); err == nil {
