@@ -289,9 +289,6 @@ func (w *Worker) decode(ctx context.Context, m *diffae.Model, hash, xt string, s
 // classifier reads the promoted classifier of an attribute and pairs it with the model's latent statistics (the
 // normalisation the classifiers are trained in).
 func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (*diffae.Classifier, error) {
-	if m.Stats == nil {
-		return nil, permanent(fmt.Errorf("model %s has no latent statistics: attribute %q cannot be used", m.ID, attr))
-	}
 	row, err := w.st.PromotedClassifierVersion(ctx, m.ID, attr)
 	if store.IsNotFound(err) {
 		return nil, permanent(fmt.Errorf("model %s has no promoted classifier for %q: %w", m.ID, attr, err))
@@ -301,10 +298,13 @@ func (w *Worker) classifier(ctx context.Context, m *diffae.Model, attr string) (
 	}
 	// The weights are relative to the normalisation they were trained in: the one stored with them (the scheduled
 	// retraining records it) or else the model's latent statistics.
-	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: m.Stats.Mean, Std: m.Stats.Std,
+	c := &diffae.Classifier{Attribute: attr, ModelID: m.ID, W: row.Weights, B: row.Bias, Mean: row.Mean, Std: row.Std,
 		Pattern: row.Pattern, Metrics: numericMetrics(row.Metrics)}
-	if row.Mean != nil && row.Std != nil {
-		c.Mean, c.Std = row.Mean, row.Std
+	if row.Mean == nil || row.Std == nil {
+		if m.Stats == nil {
+			return nil, permanent(fmt.Errorf("classifier %d of %q was stored without its normalisation and model %s has no latent statistics to use instead", row.ID, attr, m.ID))
+		}
+		c.Mean, c.Std = m.Stats.Mean, m.Stats.Std
 	}
 	if err := c.CheckModel(m); err != nil {
 		return nil, permanent(fmt.Errorf("classifier %d: %w", row.ID, err))
@@ -409,6 +409,13 @@ func (w *Worker) interpolate(ctx context.Context, m *diffae.Model, j *schema.Int
 func (w *Worker) sample(ctx context.Context, m *diffae.Model, j *schema.Sample) (output, error) {
 	if m.Latent == nil || m.Stats == nil {
 		return output{}, permanent(fmt.Errorf("model %s cannot sample: it has no latent DDIM or no latent statistics", m.ID))
+	}
+	// Its output row names the model: a model found only in --models, with no row, would fail only after the
+	// images were rendered and uploaded (an object no row records).
+	if _, err := w.st.GetModel(ctx, m.ID); store.IsNotFound(err) {
+		return output{}, permanent(fmt.Errorf("model %s: %w: no row in models (register it with dae models register)", m.ID, ErrUnknownModel))
+	} else if err != nil {
+		return output{}, err
 	}
 	n := j.Count
 	o := diffae.SampleOptions{LatentSteps: j.LatentSteps, Steps: j.Steps, Seed: uint64(j.Seed), MinProb: j.MinProb}

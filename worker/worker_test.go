@@ -984,3 +984,67 @@ func TestJobTimeoutRetriesThenDead(t *testing.T) {
 		}
 	}
 }
+
+// A sample job for a model found only in --models (no row in models) fails before it renders anything, instead
+// of uploading its grid and then failing on the output row's foreign key (an object no row records); a manipulate
+// job on a model without latent statistics works when the classifier carries its own normalisation.
+func TestOutputJobsWithoutModelRowOrStats(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	raw, err := os.ReadFile(filepath.Join(e.dir, e.model+".safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ghost.safetensors"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A model without latent statistics, registered, with one latent and a classifier that has its own.
+	cfg := tinyConfig(t)
+	bare := diffae.New(tensor.NewCPU(1), cfg, 11)
+	barePath := filepath.Join(e.dir, "bare.safetensors")
+	if err := bare.Save(barePath, "F32", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegisterModel(ctx, e.st, barePath, "bare"); err != nil {
+		t.Fatal(err)
+	}
+	h := strings.Repeat("cd", 32)
+	if _, err := e.st.WriteImages(ctx, []store.Image{{Hash: h, Source: "synthetic.png", ObjectKey: "images/cd/" + h,
+		Size: 1, ContentType: "image/png"}}); err != nil {
+		t.Fatal(err)
+	}
+	d, px := cfg.ZDim(), cfg.InChannels*cfg.ImageSize*cfg.ImageSize
+	z, xT := make([]float32, d), make([]float32, px)
+	one := make([]float32, d)
+	for i := range z {
+		z[i], one[i] = float32(i%5)-2, 1
+	}
+	if _, _, err := e.st.UpsertLatent(ctx, store.Latent{ModelID: "bare", ImageHash: h, ZSem: z, XT: xT,
+		XTShape: []int{cfg.InChannels, cfg.ImageSize, cfg.ImageSize}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.st.AddClassifierVersion(ctx, store.ClassifierVersion{Classifier: store.Classifier{ModelID: "bare",
+		Attribute: "bag", Weights: one, Promoted: true}, Mean: make([]float32, d), Std: one}); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(t, e.st, func(c *Config) { c.ModelDir = dir })
+	batch := "norow-" + randomHex(t, 3)
+	ghost := &schema.Sample{Header: schema.Header{Model: "ghost", Batch: batch}, Count: 2, Steps: 3, LatentSteps: 3, Seed: 1}
+	edit := &schema.Manipulate{Header: schema.Header{Model: "bare", Batch: batch}, ImageHash: h, Attribute: "bag", Scale: 0.5, Steps: 3}
+	for _, j := range []schema.Job{ghost, edit} {
+		if _, err := producer.Publish(ctx, e.st, e.js, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := e.waitBatch(t, batch, 2, time.Minute)
+	fails, _ := e.st.Failures(ctx, batch, 10)
+	if s.Counts[store.StateFailed] != 1 || s.Counts[store.StateDone] != 1 || len(fails) != 1 ||
+		fails[0].DedupKey != ghost.DedupKey() || !strings.Contains(fails[0].Error, "no row in models") {
+		t.Fatalf("batch %v, failures %+v; want the ghost sample failed (no row in models) and the edit done", s.Counts, fails)
+	}
+	key, _ := schema.OutputKey(schema.KindSample, ghost.DedupKey(), "png")
+	if _, err := e.st.StatObject(ctx, e.cfg.BucketOutputs, key); !store.IsNotFound(err) {
+		t.Errorf("the failed sample's output object: %v, want none", err)
+	}
+}
