@@ -139,6 +139,8 @@ func (c *Config) Validate() error {
 		return bad("num_res_blocks", "%d: want 1..%d", c.NumResBlocks, maxResBlocks)
 	case c.EmbedChannels <= 0 || c.EmbedChannels > maxChannels:
 		return bad("embed_channels", "%d: want 1..%d", c.EmbedChannels, maxChannels)
+	case !(c.Dropout >= 0 && c.Dropout < 1): // NaN too
+		return bad("dropout", "%v: want 0 ≤ dropout < 1", c.Dropout)
 	}
 	if err := mults("channel_mult", c.ChannelMult); err != nil {
 		return err

@@ -56,6 +56,7 @@ func TestConfigBounds(t *testing.T) {
 		{"latent_net_conf.num_hid_channels", func(c *Config) { c.LatentNet.NumHidChannels = -1 }},
 		{"latent_net_conf.num_time_emb_channels", func(c *Config) { c.LatentNet.NumTimeEmbChannels = 0 }},
 		{"latent_net_conf.num_layers", func(c *Config) { c.LatentNet.NumLayers = 1000 }},
+		{"dropout", func(c *Config) { c.Dropout = 1 }}, // every activation dropped: the devices disagree (0 or Inf)
 	} {
 		cfg := tinyConfig(t, false)
 		tc.edit(cfg)

@@ -552,6 +552,12 @@ func (d *CPU) GroupNormBackward(gr GNGrads, dy, x, gamma, beta, mean, rstd *Tens
 	buf := *bufp
 	dgp, dbp := buf[:n*c], buf[n*c:]
 	pdx, pdy, px, pg, pb, pm, pr := ptr(gr.DX), ptr(dy), ptr(x), ptr(gamma), ptr(beta), ptr(mean), ptr(rstd)
+	if gr.DX == nil {
+		// The kernel writes dx as it goes (SiLU's gradient between its passes): without one, into scratch.
+		dxp := d.scratchBuf(n * c * hw)
+		defer d.scratch.Put(dxp)
+		pdx = (*C.float)(unsafe.Pointer(&(*dxp)[0]))
+	}
 	ps, psh, pz := ptr(mod.Scale), ptr(mod.Shift), ptr(mod.ZScale)
 	pds, pdsh, pdz := ptr(gr.DScale), ptr(gr.DShift), ptr(gr.DZScale)
 	pgp, pbp := (*C.float)(unsafe.Pointer(&dgp[0])), (*C.float)(unsafe.Pointer(&dbp[0]))
@@ -733,6 +739,9 @@ func (d *CPU) SpatialMeanBackward(dx, dy *Tensor, planes, hw int) {
 func (d *CPU) MSE(grad, p, t *Tensor, gscale float32) float64 {
 	pg, pp, pt := ptr(grad), ptr(p), ptr(t)
 	n := p.n
+	if n == 0 {
+		return 0 // as the CUDA device: no elements, no loss
+	}
 	gs := C.float(gscale / float32(n))
 	s := d.parSum(n, elemGrain, func(lo, hi int) float64 {
 		return float64(C.k_mse(pg, pp, pt, gs, C.long(lo), C.long(hi)))
@@ -743,6 +752,9 @@ func (d *CPU) MSE(grad, p, t *Tensor, gscale float32) float64 {
 func (d *CPU) L1(grad, p, t *Tensor, gscale float32) float64 {
 	pg, pp, pt := ptr(grad), ptr(p), ptr(t)
 	n := p.n
+	if n == 0 {
+		return 0 // as the CUDA device: no elements, no loss
+	}
 	gs := C.float(gscale / float32(n))
 	s := d.parSum(n, elemGrain, func(lo, hi int) float64 {
 		return float64(C.k_l1(pg, pp, pt, gs, C.long(lo), C.long(hi)))

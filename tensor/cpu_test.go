@@ -277,3 +277,38 @@ func TestPeakGFLOPS(t *testing.T) {
 	}
 	t.Logf("peak: one thread %.1f GFLOP/s, two %.1f", one, two)
 }
+
+// Edge cases where the CPU device now agrees with the CUDA one: a group norm backward without dx (the interface
+// allows any gradient to be nil; the kernel wrote through it), and MSE and L1 of empty tensors (0, not NaN).
+func TestCPUEdgeCasesMatchTheGPU(t *testing.T) {
+	d := NewCPU(2)
+	const n, c, hw = 2, 8, 16
+	x, dy, y := d.New(n, c, hw), d.New(n, c, hw), d.New(n, c, hw)
+	for i := range x.Data {
+		x.Data[i], dy.Data[i] = float32(i%7)-3, float32(i%5)-2
+	}
+	gamma, beta := d.New(c), d.New(c)
+	for i := range gamma.Data {
+		gamma.Data[i] = 1
+	}
+	mean, rstd := d.New(n, 4), d.New(n, 4)
+	mod := GNMod{SiLU: true}
+	d.GroupNorm(y, x, gamma, beta, mean, rstd, n, c, hw, 4, 1e-5, mod)
+	full := GNGrads{DX: d.New(n, c, hw), DGamma: d.New(c), DBeta: d.New(c)}
+	d.GroupNormBackward(full, dy, x, gamma, beta, mean, rstd, n, c, hw, 4, mod)
+	noDX := GNGrads{DGamma: d.New(c), DBeta: d.New(c)}
+	d.GroupNormBackward(noDX, dy, x, gamma, beta, mean, rstd, n, c, hw, 4, mod)
+	for i := range full.DGamma.Data {
+		if full.DGamma.Data[i] != noDX.DGamma.Data[i] || full.DBeta.Data[i] != noDX.DBeta.Data[i] {
+			t.Fatalf("channel %d: dγ, dβ without dx %v, %v; with it %v, %v", i, noDX.DGamma.Data[i], noDX.DBeta.Data[i],
+				full.DGamma.Data[i], full.DBeta.Data[i])
+		}
+	}
+	e := d.New(0)
+	if v := d.MSE(e, e, e, 1); v != 0 {
+		t.Errorf("MSE of empty tensors = %v, want 0", v)
+	}
+	if v := d.L1(e, e, e, 1); v != 0 {
+		t.Errorf("L1 of empty tensors = %v, want 0", v)
+	}
+}
