@@ -21,6 +21,9 @@ func FashionMNISTClasses() []string {
 		"Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"}
 }
 
+// maxFashionImages bounds the images LoadFashionMNIST reads from one split.
+const maxFashionImages = 100_000
+
 // LoadFashionMNIST reads split ("train", 60000 images, or "test", 10000) of
 // Fashion-MNIST from the IDX files in dir (train-images-idx3-ubyte and so on,
 // each optionally gzipped with a .gz suffix) and returns the images padded
@@ -44,7 +47,9 @@ func LoadFashionMNIST(dir, split string) (*Images, error) {
 	if err != nil {
 		return nil, err
 	}
-	n, rows, cols, pix, err := ReadIDXImages(imgPath)
+	// Fashion-MNIST has 60,000 training and 10,000 test images: a header declaring far more (a small gzip bomb can
+	// carry gigabytes of zeros) is refused before its pixels are read and padded.
+	n, rows, cols, pix, err := readIDXImages(imgPath, maxFashionImages)
 	if err != nil {
 		return nil, err
 	}

@@ -96,6 +96,11 @@ func TestLoadFashionMNISTErrors(t *testing.T) {
 			writeFashion(t, dir, "t10k", 1, false)
 			writeFile(t, dir, "t10k-images-idx3-ubyte", idxBytes([]uint32{1, 2, 2}, make([]byte, 4)))
 		}, "test", "images are 2×2"},
+		{"image count", func(dir string) {
+			// A header declaring 5 million images is refused before any pixel is read (a gzip of zeros could carry them).
+			writeFashion(t, dir, "t10k", 1, false)
+			writeFile(t, dir, "t10k-images-idx3-ubyte", idxBytes([]uint32{5_000_000, 28, 28}, nil))
+		}, "test", "at most 100000 expected"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -33,7 +33,13 @@ var ErrBadIDX = errors.New("bad IDX file")
 // dimensions and the pixels in row-major order. A gzip-compressed file (name
 // ending in .gz, or starting with the gzip magic) is decompressed on the fly.
 func ReadIDXImages(path string) (n, rows, cols int, pix []uint8, err error) {
-	dims, data, err := readIDX(path, 3)
+	return readIDXImages(path, 0)
+}
+
+// readIDXImages is ReadIDXImages refusing, before reading any pixel, a header that declares more than maxN images
+// (0: no limit beyond the 4 GiB of any IDX file).
+func readIDXImages(path string, maxN int) (n, rows, cols int, pix []uint8, err error) {
+	dims, data, err := readIDX(path, 3, maxN)
 	if err != nil {
 		return 0, 0, 0, nil, err
 	}
@@ -43,11 +49,11 @@ func ReadIDXImages(path string) (n, rows, cols int, pix []uint8, err error) {
 // ReadIDXLabels reads an IDX file of unsigned bytes with one dimension, such
 // as train-labels-idx1-ubyte; gzip is handled as by ReadIDXImages.
 func ReadIDXLabels(path string) ([]uint8, error) {
-	_, data, err := readIDX(path, 1)
+	_, data, err := readIDX(path, 1, 0)
 	return data, err
 }
 
-func readIDX(path string, ndim int) ([]int, []uint8, error) {
+func readIDX(path string, ndim, maxFirst int) ([]int, []uint8, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dataset: %w", err)
@@ -63,7 +69,7 @@ func readIDX(path string, ndim int) ([]int, []uint8, error) {
 		defer zr.Close()
 		r = zr
 	}
-	dims, data, err := parseIDX(r, ndim)
+	dims, data, err := parseIDX(r, ndim, maxFirst)
 	if err != nil {
 		return nil, nil, fmt.Errorf("dataset: %s: %w", path, err)
 	}
@@ -72,7 +78,7 @@ func readIDX(path string, ndim int) ([]int, []uint8, error) {
 
 // parseIDX reads an IDX stream of unsigned bytes with ndim dimensions.
 // Errors do not name the input; the caller adds it.
-func parseIDX(r io.Reader, ndim int) ([]int, []uint8, error) {
+func parseIDX(r io.Reader, ndim, maxFirst int) ([]int, []uint8, error) {
 	var magic [4]byte
 	if _, err := io.ReadFull(r, magic[:]); err != nil {
 		return nil, nil, fmt.Errorf("%w: reading the magic number: %w", ErrBadIDX, eofIsUnexpected(err))
@@ -99,6 +105,9 @@ func parseIDX(r io.Reader, ndim int) ([]int, []uint8, error) {
 		if total > maxIDXValues {
 			return nil, nil, fmt.Errorf("%w: dimensions %v declare more than %d values", ErrBadIDX, dims[:i+1], uint64(maxIDXValues))
 		}
+	}
+	if maxFirst > 0 && dims[0] > maxFirst {
+		return nil, nil, fmt.Errorf("%w: %d items declared, at most %d expected", ErrBadIDX, dims[0], maxFirst)
 	}
 	// Grow with the data actually present rather than trusting the header
 	// for the allocation; read one byte more to detect trailing garbage.
