@@ -163,17 +163,20 @@ WHERE batch_id = $1 AND state = ANY($2) ORDER BY id`, batch, states)
 	if err != nil {
 		return nil, fmt.Errorf("store: failed jobs of batch %s: %w", batch, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (FailedJob, error) {
-		var f FailedJob
-		var kind string
-		err := r.Scan(&f.DedupKey, &kind, &f.State, &f.Payload, &f.Error)
-		f.Kind = schema.Kind(kind)
-		return f, err
-	})
+	out, err := pgx.CollectRows(rows, scanFailedJob)
 	if err != nil {
 		return nil, fmt.Errorf("store: failed jobs of batch %s: %w", batch, err)
 	}
 	return out, nil
+}
+
+// scanFailedJob reads a (dedup_key, kind, state, payload, error) row.
+func scanFailedJob(r pgx.CollectableRow) (FailedJob, error) {
+	var f FailedJob
+	var kind string
+	err := r.Scan(&f.DedupKey, &kind, &f.State, &f.Payload, &f.Error)
+	f.Kind = schema.Kind(kind)
+	return f, err
 }
 
 // RequeueJob moves a failed or dead job back to queued (its last error is kept until it runs again), so that a

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"dae/schema"
-
 	"github.com/jackc/pgx/v5"
 )
 
@@ -24,13 +22,7 @@ ORDER BY id`, batch, age.Seconds())
 	if err != nil {
 		return nil, fmt.Errorf("store: stale requeued jobs of batch %s: %w", batch, err)
 	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (FailedJob, error) {
-		var f FailedJob
-		var kind string
-		err := r.Scan(&f.DedupKey, &kind, &f.State, &f.Payload, &f.Error)
-		f.Kind = schema.Kind(kind)
-		return f, err
-	})
+	out, err := pgx.CollectRows(rows, scanFailedJob)
 	if err != nil {
 		return nil, fmt.Errorf("store: stale requeued jobs of batch %s: %w", batch, err)
 	}
